@@ -1,0 +1,642 @@
+//! Typed configuration: one TOML file becomes one [`Config`].
+//!
+//! The file is parsed in two steps. Serde first reads it into `Raw*` structs that
+//! mirror the file (with `deny_unknown_fields`, and with spans kept for the
+//! fields later checks talk about); then [`Config::from_toml`] validates and
+//! expands it into the types the daemon uses. Every refusal names the file, the
+//! line and a fix, because a daemon that dies at boot on a Pi in a closet is
+//! only debugged through that one message.
+//!
+//! Secrets (RTSP passwords) are read from the environment or a file at load
+//! time and kept in [`Secret`], whose `Debug` and `Display` never show them.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+/// Default interval between stills of one camera.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// Default JPEG quality (1-100).
+pub const DEFAULT_QUALITY: u8 = 80;
+/// Default deadline for each network step (connect, DESCRIBE, SETUP, PLAY, each read).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A string that must never be printed: RTSP passwords, API tokens.
+///
+/// `Debug` and `Display` print `***`; the value is only reachable through
+/// [`Secret::expose`], which makes every use easy to audit.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself. Call only where the value goes on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// RTSP credentials of one camera. `Debug` redacts the password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name sent in RTSP Basic or Digest authentication.
+    pub username: String,
+    /// The password; see [`Secret`].
+    pub password: Secret,
+    /// Where the password came from (`env NVR_PASSWORD`, `file /etc/...`), for
+    /// error messages that tell the user what to check without showing it.
+    pub source: String,
+}
+
+/// One camera: one persistent RTSP session and one stream of stills.
+#[derive(Clone, Debug)]
+pub struct CameraConfig {
+    /// Unique name; names files (`<name>.jpg`), keys and log lines.
+    pub name: String,
+    /// The RTSP URL, without credentials.
+    pub url: Url,
+    /// Credentials, if the camera needs them.
+    pub credentials: Option<Credentials>,
+    /// Time between stills.
+    pub interval: Duration,
+}
+
+/// The `[sink.dir]` table: stills written to a folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirSinkConfig {
+    /// The folder; created if missing.
+    pub path: PathBuf,
+    /// Stills kept per camera under `<path>/<camera>/`; 0 keeps only `<camera>.jpg`.
+    pub history: usize,
+}
+
+/// Where stills go besides the in-memory store, which always exists.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SinksConfig {
+    /// `[sink.dir]`, if configured.
+    pub dir: Option<DirSinkConfig>,
+}
+
+/// The whole configuration of a daemon.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Every camera, `[[camera]]` entries first, then those expanded from `[nvr]`.
+    pub cameras: Vec<CameraConfig>,
+    /// JPEG quality, 1-100.
+    pub quality: u8,
+    /// Deadline for each network step and each read.
+    pub timeout: Duration,
+    /// Decoders in the shared pool; defaults to the number of CPU cores.
+    pub decoders: usize,
+    /// Sinks.
+    pub sinks: SinksConfig,
+}
+
+impl Config {
+    /// A configuration with the given cameras and defaults for everything else.
+    pub fn with_cameras(cameras: Vec<CameraConfig>) -> Config {
+        Config {
+            cameras,
+            quality: DEFAULT_QUALITY,
+            timeout: DEFAULT_TIMEOUT,
+            decoders: default_decoders(),
+            sinks: SinksConfig::default(),
+        }
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: None,
+            message: format!("cannot read the configuration file: {e}"),
+            help: "check the path given to --config".into(),
+        })?;
+        Config::from_toml(path, &text)
+    }
+
+    /// Validates configuration text; `file` is only used in messages and to
+    /// resolve relative paths.
+    pub fn from_toml(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let ctx = Ctx { file, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
+        let base = file.parent().unwrap_or(Path::new("."));
+
+        let interval = match &raw.interval {
+            Some(s) => ctx.duration(s, "interval")?,
+            None => DEFAULT_INTERVAL,
+        };
+        let quality = match &raw.quality {
+            Some(q) if !(1..=100).contains(q.get_ref()) => {
+                return Err(ctx.err(
+                    q.span(),
+                    format!("quality = {} is out of range", q.get_ref()),
+                    "use a JPEG quality between 1 and 100 (80 is a good default)",
+                ))
+            }
+            Some(q) => *q.get_ref() as u8,
+            None => DEFAULT_QUALITY,
+        };
+        let timeout = match &raw.timeout {
+            Some(s) => ctx.duration(s, "timeout")?,
+            None => DEFAULT_TIMEOUT,
+        };
+        let decoders = match &raw.decoders {
+            Some(d) if *d.get_ref() == 0 || *d.get_ref() > 64 => {
+                return Err(ctx.err(
+                    d.span(),
+                    "decoders must be between 1 and 64",
+                    "leave it out to use one decoder per CPU core",
+                ))
+            }
+            Some(d) => *d.get_ref() as usize,
+            None => default_decoders(),
+        };
+
+        let mut cameras = Vec::new();
+        let mut names: Vec<(String, Range<usize>)> = Vec::new();
+        for cam in &raw.camera {
+            let name = ctx.name(&cam.name)?;
+            let url = ctx.url(&cam.url)?;
+            let credentials = ctx.credentials(
+                cam.username.as_ref(),
+                cam.password_env.as_ref(),
+                cam.password_file.as_ref(),
+                base,
+                cam.name.span(),
+            )?;
+            let interval = match &cam.interval {
+                Some(s) => ctx.duration(s, "interval")?,
+                None => interval,
+            };
+            names.push((name.clone(), cam.name.span()));
+            cameras.push(CameraConfig {
+                name,
+                url,
+                credentials,
+                interval,
+            });
+        }
+        if let Some(nvr) = &raw.nvr {
+            let channels = *nvr.channels.get_ref();
+            if channels == 0 || channels > 256 {
+                return Err(ctx.err(
+                    nvr.channels.span(),
+                    "channels must be between 1 and 256",
+                    "set it to the number of camera channels your NVR has",
+                ));
+            }
+            if !nvr.url.get_ref().contains("{channel}") {
+                return Err(ctx.err(
+                    nvr.url.span(),
+                    "the [nvr] url has no {channel} placeholder",
+                    "write the URL of channel N with {channel} in place of N, \
+                     e.g. rtsp://192.168.1.20:554/unicast/c{channel}/s0/live",
+                ));
+            }
+            let name_template = nvr
+                .name
+                .as_ref()
+                .map(|n| (n.get_ref().clone(), n.span()))
+                .unwrap_or_else(|| ("ch{channel}".to_owned(), nvr.url.span()));
+            if !name_template.0.contains("{channel}") {
+                return Err(ctx.err(
+                    name_template.1,
+                    "the [nvr] name has no {channel} placeholder, so every channel would get the same name",
+                    "use e.g. name = \"ch{channel}\"",
+                ));
+            }
+            let credentials = ctx.credentials(
+                nvr.username.as_ref(),
+                nvr.password_env.as_ref(),
+                nvr.password_file.as_ref(),
+                base,
+                nvr.url.span(),
+            )?;
+            let nvr_interval = match &nvr.interval {
+                Some(s) => ctx.duration(s, "interval")?,
+                None => interval,
+            };
+            let first = nvr.first_channel.unwrap_or(1);
+            for ch in first..first + channels {
+                let n = ch.to_string();
+                let url_text = nvr.url.get_ref().replace("{channel}", &n);
+                let url = ctx.url(&Spanned::new(nvr.url.span(), url_text))?;
+                let name = ctx.name(&Spanned::new(
+                    name_template.1.clone(),
+                    name_template.0.replace("{channel}", &n),
+                ))?;
+                names.push((name.clone(), name_template.1.clone()));
+                cameras.push(CameraConfig {
+                    name,
+                    url,
+                    credentials: credentials.clone(),
+                    interval: nvr_interval,
+                });
+            }
+        }
+        for (i, (name, span)) in names.iter().enumerate() {
+            if let Some((_, first)) = names[..i].iter().find(|(n, _)| n == name) {
+                return Err(ctx.err(
+                    span.clone(),
+                    format!(
+                        "duplicate camera name \"{name}\" (first used on line {})",
+                        ctx.line_of(first.start)
+                    ),
+                    "camera names name files and keys, so each must be unique: rename one of them",
+                ));
+            }
+        }
+        if cameras.is_empty() {
+            return Err(ConfigError {
+                file: file.to_owned(),
+                line: None,
+                message: "no cameras are configured".into(),
+                help: "add a [[camera]] table with name and url, or an [nvr] table \
+                       (see examples/rtsnap.toml)"
+                    .into(),
+            });
+        }
+
+        let mut sinks = SinksConfig::default();
+        if let Some(sink) = &raw.sink {
+            if let Some(dir) = &sink.dir {
+                let path = PathBuf::from(dir.path.get_ref());
+                let path = if path.is_relative() {
+                    base.join(path)
+                } else {
+                    path
+                };
+                let history = match &dir.history {
+                    Some(h) if *h.get_ref() > 100_000 => {
+                        return Err(ctx.err(
+                            h.span(),
+                            "history is too large",
+                            "keep at most 100000 stills per camera",
+                        ))
+                    }
+                    Some(h) => *h.get_ref() as usize,
+                    None => 0,
+                };
+                sinks.dir = Some(DirSinkConfig { path, history });
+            }
+        }
+
+        Ok(Config {
+            cameras,
+            quality,
+            timeout,
+            decoders,
+            sinks,
+        })
+    }
+}
+
+/// The number of decoders used when the file does not say: one per core,
+/// since decoding is CPU-bound and a decoder is ~26 MB at 1080p.
+pub fn default_decoders() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8)
+}
+
+/// A configuration that cannot be used, with where and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// 1-based line of the offending value, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub help: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message)?,
+            None => write!(f, "{}: {}", self.file.display(), self.message)?,
+        }
+        write!(f, "\n  help: {}", self.help)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses durations such as `5s`, `1m 30s`, `500ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("a zero duration is not allowed".into());
+    }
+    Ok(d)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    interval: Option<Spanned<String>>,
+    quality: Option<Spanned<i64>>,
+    timeout: Option<Spanned<String>>,
+    decoders: Option<Spanned<i64>>,
+    #[serde(default)]
+    camera: Vec<RawCamera>,
+    nvr: Option<RawNvr>,
+    sink: Option<RawSinks>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCamera {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    username: Option<Spanned<String>>,
+    password_env: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNvr {
+    url: Spanned<String>,
+    channels: Spanned<u32>,
+    first_channel: Option<u32>,
+    name: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password_env: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSinks {
+    dir: Option<RawDirSink>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirSink {
+    path: Spanned<String>,
+    history: Option<Spanned<u32>>,
+}
+
+/// The file being validated, for turning byte spans into lines.
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.text[..offset].bytes().filter(|&b| b == b'\n').count() + 1
+    }
+
+    fn err(&self, span: Range<usize>, message: impl Into<String>, help: &str) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line: Some(self.line_of(span.start)),
+            message: message.into(),
+            help: help.into(),
+        }
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let message = e.message().trim().to_owned();
+        let help = if message.starts_with("unknown field") {
+            "remove or correct the key; examples/rtsnap.toml lists every valid key"
+        } else if message.starts_with("missing field") {
+            "add the missing key; examples/rtsnap.toml shows every table with its keys"
+        } else if message.contains("invalid type") {
+            "check the value's type: durations and names are quoted strings, counts are bare numbers"
+        } else {
+            "fix the TOML syntax at that line"
+        };
+        ConfigError {
+            file: self.file.to_owned(),
+            line: e.span().map(|s| self.line_of(s.start)),
+            message,
+            help: help.into(),
+        }
+    }
+
+    fn duration(&self, s: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+        parse_duration(s.get_ref()).map_err(|e| {
+            self.err(
+                s.span(),
+                format!("{key} = \"{}\" is not a valid duration: {e}", s.get_ref()),
+                "write a duration with a unit, such as \"5s\", \"500ms\" or \"1m 30s\"",
+            )
+        })
+    }
+
+    fn name(&self, s: &Spanned<String>) -> Result<String, ConfigError> {
+        let name = s.get_ref();
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            && !name.starts_with('.');
+        if !ok {
+            return Err(self.err(
+                s.span(),
+                format!("camera name \"{name}\" is not usable"),
+                "names become file names and keys: use 1-64 characters of a-z, A-Z, 0-9, '-', '_' \
+                 or '.', not starting with '.'",
+            ));
+        }
+        Ok(name.clone())
+    }
+
+    fn url(&self, s: &Spanned<String>) -> Result<Url, ConfigError> {
+        let url = Url::parse(s.get_ref()).map_err(|e| {
+            self.err(
+                s.span(),
+                format!("url is not a valid URL: {e}"),
+                "write it like rtsp://192.168.1.20:554/path",
+            )
+        })?;
+        if url.scheme() != "rtsp" {
+            return Err(self.err(
+                s.span(),
+                format!("url scheme \"{}\" is not supported", url.scheme()),
+                "rtsnap speaks plain RTSP over TCP: use an rtsp:// URL",
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(self.err(
+                s.span(),
+                "url contains credentials (user:password@)",
+                "remove them from the URL and set username plus password_env or password_file, \
+                 so the password never lands in logs",
+            ));
+        }
+        if url.host_str().is_none() {
+            return Err(self.err(
+                s.span(),
+                "url has no host",
+                "write it like rtsp://192.168.1.20:554/path",
+            ));
+        }
+        Ok(url)
+    }
+
+    fn credentials(
+        &self,
+        username: Option<&Spanned<String>>,
+        password_env: Option<&Spanned<String>>,
+        password_file: Option<&Spanned<String>>,
+        base: &Path,
+        at: Range<usize>,
+    ) -> Result<Option<Credentials>, ConfigError> {
+        let (password, source) = match (password_env, password_file) {
+            (Some(_), Some(f)) => {
+                return Err(self.err(
+                    f.span(),
+                    "both password_env and password_file are set",
+                    "keep one of them",
+                ))
+            }
+            (Some(var), None) => match std::env::var(var.get_ref()) {
+                Ok(p) => (
+                    Some(Secret::new(p)),
+                    format!("password_env {}", var.get_ref()),
+                ),
+                Err(_) => {
+                    return Err(self.err(
+                        var.span(),
+                        format!("environment variable {} is not set", var.get_ref()),
+                        "export it before starting rtsnap (for systemd: an EnvironmentFile=), \
+                         or use password_file",
+                    ))
+                }
+            },
+            (None, Some(f)) => {
+                let path = base.join(f.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(p) => (
+                        Some(Secret::new(p.trim_end_matches(['\r', '\n']))),
+                        format!("password_file {}", f.get_ref()),
+                    ),
+                    Err(e) => {
+                        return Err(self.err(
+                            f.span(),
+                            format!("cannot read password_file {}: {e}", path.display()),
+                            "check the path and that the rtsnap user may read it",
+                        ))
+                    }
+                }
+            }
+            (None, None) => (None, String::new()),
+        };
+        match (username, password) {
+            (Some(u), Some(password)) => Ok(Some(Credentials {
+                username: u.get_ref().clone(),
+                password,
+                source,
+            })),
+            (Some(u), None) => Ok(Some(Credentials {
+                username: u.get_ref().clone(),
+                password: Secret::new(""),
+                source: "no password configured".into(),
+            })),
+            (None, Some(_)) => Err(self.err(
+                at,
+                "a password is configured without a username",
+                "add username = \"...\"",
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("rtsnap.toml"), text)
+    }
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s}"), "***");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let c = Credentials {
+            username: "admin".into(),
+            password: s,
+            source: "env X".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn nvr_template_expands() {
+        let c = parse(
+            r#"
+interval = "4s"
+[nvr]
+url = "rtsp://10.0.0.2:554/unicast/c{channel}/s0/live"
+channels = 3
+"#,
+        )
+        .unwrap();
+        let names: Vec<_> = c.cameras.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["ch1", "ch2", "ch3"]);
+        assert_eq!(c.cameras[2].url.path(), "/unicast/c3/s0/live");
+        assert_eq!(c.cameras[0].interval, Duration::from_secs(4));
+        assert_eq!(c.quality, 80);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = parse("quality = 80\n[[camera]]\nname = \"a\"\nurl = \"rtsp://h/\"\ncolour = 1\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("unknown field"), "{e}");
+
+        let e = parse("[[camera]]\nname = \"a\"\nurl = \"rtsp://h/\"\ninterval = \"5 parsecs\"\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+
+        let e = parse(
+            "[[camera]]\nname = \"a\"\nurl = \"rtsp://h/1\"\n[[camera]]\nname = \"a\"\nurl = \"rtsp://h/2\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("duplicate camera name"), "{e}");
+
+        let e = parse("[[camera]]\nname = \"a\"\nurl = \"rtsp://admin:pw@h/1\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("credentials"), "{e}");
+        assert!(!e.to_string().contains("pw@"), "{e}");
+    }
+}
