@@ -1,0 +1,65 @@
+//! keyframe -> decode -> encode, as one blocking call.
+//!
+//! This is the CPU-heavy middle of rtsnap and the part the benchmarks time.
+//! It runs on a blocking thread (see [`crate::source`]), so the camera's
+//! RTSP reader never pauses while a still is being made.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::decode::{DecodeError, DecoderPool};
+use crate::encode::{encode_jpeg, EncodeError};
+use crate::keyframe::{inspect, KeyframeError};
+
+/// A JPEG made from one keyframe, with what it cost.
+#[derive(Clone, Debug)]
+pub struct EncodedStill {
+    /// The JPEG file.
+    pub jpeg: Bytes,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Time spent in the H.264 decoder.
+    pub decode_time: Duration,
+    /// Time spent encoding the JPEG.
+    pub encode_time: Duration,
+}
+
+/// Why a keyframe did not become a still. The camera keeps its previous still.
+#[derive(Debug, thiserror::Error)]
+pub enum StillError {
+    /// The access unit is not a usable keyframe.
+    #[error(transparent)]
+    Keyframe(#[from] KeyframeError),
+    /// The decoder failed.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The JPEG encoder failed.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+/// Turns one IDR access unit (Annex B, SPS/PPS included) into a JPEG.
+pub fn keyframe_to_jpeg(
+    pool: &DecoderPool,
+    annexb: &[u8],
+    quality: u8,
+) -> Result<EncodedStill, StillError> {
+    let info = inspect(annexb)?;
+    let dims = (info.width as usize, info.height as usize);
+    let started = Instant::now();
+    let (jpeg, width, height, decode_time) =
+        pool.decode(annexb, Some(dims), info.full_range, |pic| {
+            let decode_time = started.elapsed();
+            encode_jpeg(&pic, quality).map(|j| (j, pic.width, pic.height, decode_time))
+        })??;
+    Ok(EncodedStill {
+        jpeg: Bytes::from(jpeg),
+        width: width as u32,
+        height: height as u32,
+        decode_time,
+        encode_time: started.elapsed() - decode_time,
+    })
+}
