@@ -1,0 +1,117 @@
+//! [`Daemon`]: every camera task and every sink task, started and stopped as one.
+//!
+//! Shutdown is explicit and bounded: [`Daemon::shutdown`] flips one `watch`
+//! flag that every task selects on. Camera tasks finish the still they are
+//! making, publish it, drop their session (retina sends TEARDOWN) and wait
+//! briefly for the TEARDOWN; sink tasks flush what is pending. The whole
+//! thing is given [`SHUTDOWN_GRACE`]; whatever is still running then is
+//! aborted, so a hung camera cannot keep systemd waiting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use crate::config::Config;
+use crate::decode::DecoderPool;
+use crate::sink::{run_sink, DirSink, Sink};
+use crate::source::{spawn_camera, CameraStatus, CameraTask};
+use crate::Store;
+
+/// Time allowed for a clean shutdown before tasks are aborted.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+/// A running rtsnap: one task per camera, one per sink, one shared store.
+pub struct Daemon {
+    store: Store,
+    shutdown: watch::Sender<bool>,
+    cameras: Vec<(watch::Receiver<CameraStatus>, JoinHandle<()>)>,
+    sinks: Vec<JoinHandle<()>>,
+    pool: Arc<DecoderPool>,
+}
+
+impl Daemon {
+    /// Starts the cameras and the sinks the configuration names. Must be
+    /// called inside a tokio runtime.
+    pub fn start(config: Config) -> Daemon {
+        Daemon::start_with_sinks(config, Vec::new())
+    }
+
+    /// Like [`Daemon::start`], plus sinks of the caller's own.
+    pub fn start_with_sinks(config: Config, extra_sinks: Vec<Arc<dyn Sink>>) -> Daemon {
+        let store = Store::new();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let pool = Arc::new(DecoderPool::new(config.decoders));
+        let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+        if let Some(dir) = &config.sinks.dir {
+            sinks.push(Arc::new(DirSink::new(dir)));
+        }
+        sinks.extend(extra_sinks);
+        let sinks = sinks
+            .into_iter()
+            .map(|s| tokio::spawn(run_sink(s, store.clone(), shutdown_rx.clone())))
+            .collect();
+        let cameras = config
+            .cameras
+            .iter()
+            .map(|c| {
+                spawn_camera(CameraTask {
+                    config: c.clone(),
+                    timeout: config.timeout,
+                    quality: config.quality,
+                    pool: pool.clone(),
+                    store: store.clone(),
+                    shutdown: shutdown_rx.clone(),
+                })
+            })
+            .collect();
+        Daemon {
+            store,
+            shutdown,
+            cameras,
+            sinks,
+            pool,
+        }
+    }
+
+    /// The latest-still store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Every camera's current status, in configuration order.
+    pub fn status(&self) -> Vec<CameraStatus> {
+        self.cameras
+            .iter()
+            .map(|(rx, _)| rx.borrow().clone())
+            .collect()
+    }
+
+    /// Decoders the shared pool holds right now.
+    pub fn decoders(&self) -> usize {
+        self.pool.decoders()
+    }
+
+    /// Stops everything: TEARDOWN sent on every session, stills in flight
+    /// finished, sinks flushed; aborts what is left after [`SHUTDOWN_GRACE`].
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        // Cameras first, so their last stills reach the sinks.
+        for (_, h) in self.cameras {
+            wait_or_abort(h, deadline, "camera").await;
+        }
+        for h in self.sinks {
+            wait_or_abort(h, deadline, "sink").await;
+        }
+    }
+}
+
+async fn wait_or_abort(mut h: JoinHandle<()>, deadline: tokio::time::Instant, what: &str) {
+    if tokio::time::timeout_at(deadline, &mut h).await.is_err() {
+        warn!("a {what} task did not stop in time; aborting it");
+        h.abort();
+    }
+}

@@ -1,0 +1,432 @@
+//! The source stage: one task per camera owns its RTSP session, forever.
+//!
+//! [`run_camera`] connects, reads every frame the camera sends (reading must
+//! never pause: the camera's TCP buffer and retina's keepalives depend on
+//! it), keeps only the newest complete IDR access unit, and when a still is
+//! due hands that one keyframe to the pipeline on a blocking thread. While
+//! the still is being made the task goes on reading. When anything fails it
+//! backs off and reconnects; it only returns on shutdown.
+//!
+//! The task alone writes its camera's [`CameraStatus`], so status is always
+//! consistent without locks.
+
+pub mod session;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use retina::client::SessionGroup;
+use retina::codec::{CodecItem, ParametersRef};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::config::CameraConfig;
+use crate::decode::DecoderPool;
+use crate::keyframe::Keyframe;
+use crate::pipeline::{keyframe_to_jpeg, EncodedStill, StillError};
+use crate::{Snapshot, Store};
+pub use session::SourceError;
+
+/// What a camera is doing right now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CameraState {
+    /// Opening the RTSP session.
+    Connecting,
+    /// Playing; stills are being made.
+    Streaming,
+    /// Waiting before the next connection attempt.
+    BackingOff {
+        /// When the next attempt starts.
+        until: SystemTime,
+        /// Why the last attempt ended.
+        error: String,
+    },
+    /// The stream cannot be decoded by rtsnap (e.g. H.265); re-checked slowly.
+    Unsupported {
+        /// Why, and what to change.
+        why: String,
+    },
+    /// The daemon is shutting down.
+    Stopped,
+}
+
+/// A camera's state and counters, as reported to library users.
+#[derive(Clone, Debug)]
+pub struct CameraStatus {
+    /// The camera's name.
+    pub name: Arc<str>,
+    /// Current state.
+    pub state: CameraState,
+    /// Stills produced.
+    pub stills: u64,
+    /// Complete keyframes received.
+    pub keyframes_seen: u64,
+    /// Keyframes decoded into stills.
+    pub keyframes_decoded: u64,
+    /// Keyframes thrown away: lost packets, or a decode/encode error.
+    pub keyframes_skipped: u64,
+    /// Sessions opened after the first.
+    pub reconnects: u64,
+    /// The last error, kept after recovery for diagnosis.
+    pub last_error: Option<String>,
+    /// Resolution of the stream.
+    pub dims: Option<(u32, u32)>,
+    /// Measured time between keyframes.
+    pub keyframe_interval: Option<Duration>,
+    /// Bytes of video received in this process's lifetime.
+    pub bytes_received: u64,
+}
+
+impl CameraStatus {
+    fn new(name: Arc<str>) -> Self {
+        CameraStatus {
+            name,
+            state: CameraState::Connecting,
+            stills: 0,
+            keyframes_seen: 0,
+            keyframes_decoded: 0,
+            keyframes_skipped: 0,
+            reconnects: 0,
+            last_error: None,
+            dims: None,
+            keyframe_interval: None,
+            bytes_received: 0,
+        }
+    }
+}
+
+/// Everything one camera task needs.
+pub struct CameraTask {
+    /// The camera.
+    pub config: CameraConfig,
+    /// Deadline for each network step and read.
+    pub timeout: Duration,
+    /// JPEG quality.
+    pub quality: u8,
+    /// Shared decoders.
+    pub pool: Arc<DecoderPool>,
+    /// Where stills are published.
+    pub store: Store,
+    /// Becomes true on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Starts a camera task; returns its status feed and handle.
+pub fn spawn_camera(task: CameraTask) -> (watch::Receiver<CameraStatus>, JoinHandle<()>) {
+    let name: Arc<str> = task.config.name.as_str().into();
+    let (tx, rx) = watch::channel(CameraStatus::new(name.clone()));
+    let span = tracing::info_span!("camera", name = %name);
+    let handle = tokio::spawn(tracing::Instrument::instrument(run_camera(task, tx), span));
+    (rx, handle)
+}
+
+/// Reconnect backoff: jittered, doubling from 1 s to 30 s.
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    const MIN: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(30);
+    /// Unsupported streams are re-checked this often, not in a busy loop.
+    const UNSUPPORTED: Duration = Duration::from_secs(300);
+
+    fn next(&mut self) -> Duration {
+        let base = Self::MIN
+            .saturating_mul(1 << self.attempt.min(5))
+            .min(Self::MAX);
+        self.attempt += 1;
+        // +-20% so eight cameras behind one NVR do not redial in lockstep.
+        let jitter = 0.8 + 0.4 * (rand_u32() as f64 / u32::MAX as f64);
+        base.mul_f64(jitter)
+    }
+}
+
+/// A little randomness without a dependency: hash of time and a counter.
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish() as u32
+}
+
+/// A camera's whole life: connect, stream, back off, repeat until shutdown.
+async fn run_camera(mut task: CameraTask, status: watch::Sender<CameraStatus>) {
+    let name: Arc<str> = task.config.name.as_str().into();
+    let group = Arc::new(SessionGroup::default().named(task.config.name.clone()));
+    let mut backoff = Backoff { attempt: 0 };
+    let mut stills: u64 = 0;
+    let mut sessions: u64 = 0;
+    let mut shutdown = task.shutdown.clone();
+    'outer: loop {
+        // Never hold two sessions to one channel: wait (bounded) until the
+        // previous one is known torn down or expired.
+        let stale = group.stale_sessions();
+        if stale.num_sessions > 0 {
+            let _ = tokio::time::timeout(task.timeout, group.await_stale_sessions(&stale)).await;
+        }
+        status.send_modify(|s| s.state = CameraState::Connecting);
+        debug!(url = %task.config.url, "connecting");
+        let opened = tokio::select! {
+            r = session::open(&task.config.url, task.config.credentials.as_ref(), group.clone(), task.timeout) => r,
+            _ = crate::stopping(&mut shutdown) => break 'outer,
+        };
+        let started = Instant::now();
+        let result = match opened {
+            Ok(opened) => {
+                if sessions > 0 {
+                    status.send_modify(|s| s.reconnects += 1);
+                }
+                sessions += 1;
+                status.send_modify(|s| {
+                    s.state = CameraState::Streaming;
+                    if opened.dims.is_some() {
+                        s.dims = opened.dims;
+                    }
+                });
+                info!(
+                    codec = opened.codec.as_deref().unwrap_or("?"),
+                    "streaming from {}", task.config.url
+                );
+                stream(&mut task, &name, opened, &status, &mut stills).await
+            }
+            Err(e) => Err(e),
+        };
+        let error = match result {
+            Ok(()) => break 'outer,
+            Err(e) => e,
+        };
+        // A session that streamed for a while was healthy: start over at 1 s.
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff.attempt = 0;
+        }
+        let wait = if error.is_unsupported() {
+            Backoff::UNSUPPORTED
+        } else {
+            backoff.next()
+        };
+        let message = error.to_string();
+        warn!("{message}; retrying in {:.1}s", wait.as_secs_f64());
+        status.send_modify(|s| {
+            s.state = match &error {
+                SourceError::Unsupported(why) => CameraState::Unsupported { why: why.clone() },
+                _ => CameraState::BackingOff {
+                    until: SystemTime::now() + wait,
+                    error: message.clone(),
+                },
+            };
+            s.last_error = Some(message);
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = crate::stopping(&mut shutdown) => break 'outer,
+        }
+    }
+    status.send_modify(|s| s.state = CameraState::Stopped);
+    // The session was dropped above, which started a TEARDOWN in the
+    // background; give it a moment so the server frees the channel now
+    // rather than at its session timeout.
+    let _ = tokio::time::timeout(Duration::from_secs(2), group.await_teardown()).await;
+    debug!("stopped");
+}
+
+/// A still being made on a blocking thread.
+struct InFlight {
+    handle: JoinHandle<Result<EncodedStill, StillError>>,
+    captured_at: SystemTime,
+}
+
+/// Reads one playing session until it fails or shutdown. Returns `Ok` only
+/// on shutdown, after finishing the still in flight.
+async fn stream(
+    task: &mut CameraTask,
+    name: &Arc<str>,
+    mut opened: session::Opened,
+    status: &watch::Sender<CameraStatus>,
+    stills: &mut u64,
+) -> Result<(), SourceError> {
+    let interval = task.config.interval;
+    let mut shutdown = task.shutdown.clone();
+    let mut latest: Option<Keyframe> = None;
+    let mut kf_seq: u64 = 0;
+    let mut last_used: u64 = 0;
+    let mut next_due = Instant::now();
+    let mut in_flight: Option<InFlight> = None;
+    let mut last_kf_at = Instant::now();
+    let mut last_kf_ts: Option<f64> = None;
+    let mut kf_interval: Option<Duration> = None;
+
+    loop {
+        // The watchdog: a camera whose connection looks fine but which sends
+        // no keyframe (frozen encoder, half-dead NVR) gets redialed.
+        let watchdog = kf_interval
+            .map_or(Duration::from_secs(10), |i| i * 2)
+            .max(Duration::from_secs(10));
+        let want_still = latest.as_ref().is_some_and(|k| k.seq > last_used) && in_flight.is_none();
+        tokio::select! {
+            biased;
+            _ = crate::stopping(&mut shutdown) => {
+                if let Some(f) = in_flight.take() {
+                    finish(task, name, f, status, stills).await;
+                }
+                return Ok(());
+            }
+            r = async { (&mut in_flight.as_mut().expect("guarded").handle).await }, if in_flight.is_some() => {
+                let f = in_flight.take().expect("guarded");
+                publish(task, name, r, f.captured_at, status, stills);
+            }
+            _ = tokio::time::sleep_until(next_due), if want_still => {}
+            _ = tokio::time::sleep_until(last_kf_at + watchdog) => {
+                return Err(SourceError::Stalled(format!(
+                    "no keyframe for {}s although the connection is open; reconnecting",
+                    watchdog.as_secs()
+                )));
+            }
+            item = tokio::time::timeout(task.timeout, opened.demuxed.next()) => {
+                let item = match item {
+                    Err(_) => return Err(SourceError::Stalled(format!(
+                        "the camera sent nothing for {}s; reconnecting", task.timeout.as_secs()
+                    ))),
+                    Ok(None) => return Err(SourceError::Other("the camera ended the stream".into())),
+                    Ok(Some(Err(e))) => return Err(SourceError::from_retina(&e, task.config.credentials.as_ref())),
+                    Ok(Some(Ok(item))) => item,
+                };
+                let CodecItem::VideoFrame(frame) = item else { continue };
+                if frame.stream_id() != opened.stream_index {
+                    continue;
+                }
+                let len = frame.data().len() as u64;
+                let new_dims = if frame.has_new_parameters() {
+                    match opened.demuxed.streams()[opened.stream_index].parameters() {
+                        Some(ParametersRef::Video(v)) => Some(v.pixel_dimensions()),
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                if !frame.is_random_access_point() {
+                    status.send_modify(|s| s.bytes_received += len);
+                    continue;
+                }
+                let now = Instant::now();
+                let ts = frame.timestamp().elapsed_secs();
+                if let Some(prev) = last_kf_ts {
+                    if ts > prev && ts - prev < 60.0 {
+                        kf_interval = Some(Duration::from_secs_f64(ts - prev));
+                    }
+                }
+                last_kf_ts = Some(ts);
+                last_kf_at = now;
+                let loss = frame.loss();
+                status.send_modify(|s| {
+                    s.bytes_received += len;
+                    s.keyframes_seen += 1;
+                    s.keyframe_interval = kf_interval;
+                    if let Some(d) = new_dims { s.dims = Some(d); }
+                    if loss > 0 { s.keyframes_skipped += 1; }
+                });
+                if loss > 0 {
+                    // Never decode a keyframe with holes: it would smear.
+                    debug!(lost_packets = loss, "keyframe skipped: packets lost");
+                    continue;
+                }
+                kf_seq += 1;
+                latest = Some(Keyframe {
+                    data: Bytes::from(frame.into_data()),
+                    received_at: SystemTime::now(),
+                    seq: kf_seq,
+                });
+            }
+        }
+        // Start a still when one is due and a keyframe newer than the last
+        // still is at hand. Keyframes that are not due are never decoded.
+        let now = Instant::now();
+        if in_flight.is_none() && now >= next_due {
+            if let Some(kf) = latest.as_ref().filter(|k| k.seq > last_used) {
+                last_used = kf.seq;
+                next_due += interval;
+                if next_due <= now {
+                    next_due = now + interval;
+                }
+                let pool = task.pool.clone();
+                let data = kf.data.clone();
+                let quality = task.quality;
+                in_flight = Some(InFlight {
+                    handle: tokio::task::spawn_blocking(move || {
+                        keyframe_to_jpeg(&pool, &data, quality)
+                    }),
+                    captured_at: kf.received_at,
+                });
+            }
+        }
+    }
+}
+
+async fn finish(
+    task: &CameraTask,
+    name: &Arc<str>,
+    f: InFlight,
+    status: &watch::Sender<CameraStatus>,
+    stills: &mut u64,
+) {
+    let r = f.handle.await;
+    publish(task, name, r, f.captured_at, status, stills);
+}
+
+fn publish(
+    task: &CameraTask,
+    name: &Arc<str>,
+    r: Result<Result<EncodedStill, StillError>, tokio::task::JoinError>,
+    captured_at: SystemTime,
+    status: &watch::Sender<CameraStatus>,
+    stills: &mut u64,
+) {
+    match r {
+        Ok(Ok(still)) => {
+            *stills += 1;
+            debug!(
+                width = still.width,
+                height = still.height,
+                bytes = still.jpeg.len(),
+                decode_ms = still.decode_time.as_secs_f64() * 1e3,
+                encode_ms = still.encode_time.as_secs_f64() * 1e3,
+                "still"
+            );
+            if *stills == 1 {
+                info!("first still: {}x{}", still.width, still.height);
+            }
+            let dims = (still.width, still.height);
+            task.store.publish(Snapshot {
+                camera: name.clone(),
+                captured_at,
+                width: still.width,
+                height: still.height,
+                jpeg: still.jpeg,
+                seq: *stills,
+            });
+            status.send_modify(|s| {
+                s.stills = *stills;
+                s.keyframes_decoded += 1;
+                s.dims = Some(dims);
+            });
+        }
+        Ok(Err(e)) => {
+            let message = format!("keyframe skipped, previous still kept: {e}");
+            warn!("{message}");
+            status.send_modify(|s| {
+                s.keyframes_skipped += 1;
+                s.last_error = Some(message);
+            });
+        }
+        Err(e) => warn!("still task failed: {e}"),
+    }
+}
