@@ -21,7 +21,6 @@ pub(crate) mod nal_type {
     pub const SLICE_IDR: u8 = 5;
     pub const SPS: u8 = 7;
     pub const PPS: u8 = 8;
-    pub const AUD: u8 = 9;
 }
 
 /// One complete IDR access unit in Annex B form, SPS and PPS included.
