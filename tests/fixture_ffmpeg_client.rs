@@ -1,9 +1,11 @@
 //! Checks the fixture against ffprobe/ffmpeg, the reference RTSP clients:
 //! stream parameters are read correctly, a frame decodes to JPEG, and the
 //! UDP-first default falls back to TCP after our 461. Skips (with a message)
-//! when the tools are not installed.
+//! when the tools are not installed, except in CI, where that is a failure.
 
 mod common;
+
+use common::have;
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -11,19 +13,6 @@ use std::time::{Duration, Instant};
 use rtsnap::fixture::Pacing;
 
 const CHANNEL: &str = "/unicast/c1/s0/live";
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipping: {tool} not installed");
-    }
-    ok
-}
 
 /// Runs a command off the async runtime, killing it after `limit`.
 async fn run_bounded(mut cmd: Command, limit: Duration) -> Output {

@@ -1,0 +1,266 @@
+#!/usr/bin/python3
+"""Independent GStreamer RTSP server used by rtsnap's interop tests.
+
+Serves recorded H.264 Annex B fixtures (fixtures/*.h264, see fixtures/README.md)
+over RTSP like a live IP camera:
+
+  /ch1 .. /chN                 and   /unicast/c1/s0/live .. /unicast/cN/s0/live
+
+Each mount is its own shared live media:
+  appsrc (is-live, format=time, video/x-h264 byte-stream/au) ! h264parse
+    ! rtph264pay name=pay0 pt=96 config-interval=-1
+The fixture's access units (split at AUD NALs; PTS/keyframe flags from the
+<fixture>.pts sidecar when present) are pushed paced in real time, looping
+forever with continuously increasing timestamps.  For shared live media the
+pipeline (and the feeder) starts when the first client DESCRIBEs the mount and
+is torn down when the last client leaves.
+
+Usage (Debian's python3 with gi / gir1.2-gst-rtsp-server-1.0):
+  tests/support/gst_rtsp_server.py --port 8554 --fixture fixtures/cam1080p-high.h264 \
+      --channels 8 [--address 127.0.0.1] [--user U --password P]
+
+--port 0 picks a free port.  When listening, prints exactly one line
+"READY rtsp://ADDRESS:PORT" to stdout (flushed).  SIGTERM/SIGINT exit cleanly (rc 0).
+With --user/--password, HTTP Basic auth is required on every mount; missing or
+wrong credentials get "401 Unauthorized".  Both RTP/AVP/TCP (interleaved) and
+RTP/AVP (UDP unicast, bound to --address) transports are allowed.
+"""
+
+import argparse
+import os
+import re
+import signal
+import sys
+import threading
+import time
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+
+AUD_RE = re.compile(b"\x00\x00\x01\x09")
+TICKS = 90000  # .pts sidecar clock
+
+
+def log(msg):
+    print(f"[gst_rtsp_server] {msg}", file=sys.stderr, flush=True)
+
+
+class Fixture:
+    """Access units of one Annex B file plus timing (in nanoseconds)."""
+
+    def __init__(self, path):
+        self.path = path
+        data = open(path, "rb").read()
+        starts = [m.start() for m in AUD_RE.finditer(data)]
+        if not starts:
+            raise SystemExit(f"{path}: no AUD NALs found; cannot split access units")
+        # include the leading zero of a 4-byte start code in the AU that it starts
+        starts = [s - 1 if s > 0 and data[s - 1] == 0 else s for s in starts]
+        starts[0] = 0
+        self.aus = [data[a:b] for a, b in zip(starts, starts[1:] + [len(data)])]
+        n = len(self.aus)
+
+        fps_num, fps_den = 25, 1
+        pts_ticks = None
+        keys = None
+        side = os.path.splitext(path)[0] + ".pts"
+        if os.path.exists(side):
+            pts_ticks, keys = [], []
+            for line in open(side):
+                if line.startswith("#"):
+                    m = re.search(r"fps=(\d+)/(\d+)", line)
+                    if m:
+                        fps_num, fps_den = int(m.group(1)), int(m.group(2))
+                    continue
+                if line.strip():
+                    p, k = line.split()
+                    pts_ticks.append(int(p))
+                    keys.append(k == "1")
+            if len(pts_ticks) != n:
+                raise SystemExit(f"{side}: {len(pts_ticks)} lines but {n} access units")
+        self.fps = (fps_num, fps_den)
+        self.frame_ns = Gst.util_uint64_scale(Gst.SECOND, fps_den, fps_num)
+        if pts_ticks is None:
+            # no sidecar: assume decode order == display order
+            self.pts_ns = [i * self.frame_ns for i in range(n)]
+            self.keys = [self._has_idr(au) for au in self.aus]
+        else:
+            self.pts_ns = [Gst.util_uint64_scale(p, Gst.SECOND, TICKS) for p in pts_ticks]
+            self.keys = keys
+        self.dts_ns = [i * self.frame_ns for i in range(n)]
+        # reorder delay so that PTS >= DTS for B-frame streams
+        self.delay_ns = max(0, max(d - p for d, p in zip(self.dts_ns, self.pts_ns)))
+        self.loop_ns = n * self.frame_ns
+        log(f"{path}: {n} AUs, {sum(self.keys)} keyframes, fps {fps_num}/{fps_den}, "
+            f"reorder delay {self.delay_ns / 1e6:.0f} ms")
+
+    @staticmethod
+    def _has_idr(au):
+        return any((au[m.end()] & 0x1F) == 5 for m in re.finditer(b"\x00\x00\x01", au)
+                   if m.end() < len(au))
+
+
+class Feeder(threading.Thread):
+    """Pushes a fixture into one media's appsrc in real time, looping forever."""
+
+    def __init__(self, fixture, appsrc, name):
+        super().__init__(daemon=True, name=f"feeder-{name}")
+        self.fx = fixture
+        self.src = appsrc
+        self.stop_ev = threading.Event()
+        self.mount = name
+
+    def stop(self):
+        self.stop_ev.set()
+
+    def run(self):
+        src, fx = self.src, self.fx
+        # wait until the (live) media pipeline is PLAYING, so that clock/base time exist
+        while not self.stop_ev.is_set():
+            clock = src.get_clock()
+            if clock is not None and src.get_state(0)[1] == Gst.State.PLAYING:
+                break
+            time.sleep(0.005)
+        else:
+            return
+        base_time = src.get_base_time()
+        start_rt = clock.get_time() - base_time  # running time of our first AU
+        log(f"{self.mount}: feeder started")
+        loop = 0
+        n = len(fx.aus)
+        while not self.stop_ev.is_set():
+            for i in range(n):
+                if self.stop_ev.is_set():
+                    break
+                off = start_rt + loop * fx.loop_ns
+                dts = off + fx.dts_ns[i]
+                pts = off + fx.delay_ns + fx.pts_ns[i]
+                wait = (base_time + dts) - clock.get_time()
+                if wait > 0:
+                    if self.stop_ev.wait(wait / Gst.SECOND):
+                        break
+                buf = Gst.Buffer.new_wrapped(fx.aus[i])
+                buf.pts = pts
+                buf.dts = dts
+                buf.duration = fx.frame_ns
+                if not fx.keys[i]:
+                    buf.set_flags(Gst.BufferFlags.DELTA_UNIT)
+                if loop > 0 and i == 0:
+                    buf.set_flags(Gst.BufferFlags.DISCONT)
+                ret = src.emit("push-buffer", buf)
+                if ret != Gst.FlowReturn.OK:
+                    log(f"{self.mount}: push-buffer -> {ret.value_nick}, feeder stopping")
+                    self.stop_ev.set()
+                    break
+            loop += 1
+        log(f"{self.mount}: feeder stopped")
+
+
+class Factory(GstRtspServer.RTSPMediaFactory):
+    def __init__(self, fixture, mount, feeders):
+        super().__init__()
+        self.fx = fixture
+        self.mount = mount
+        self.feeders = feeders
+        num, den = fixture.fps
+        self.set_launch(
+            "( appsrc name=src is-live=true format=time do-timestamp=false block=false "
+            f"caps=video/x-h264,stream-format=byte-stream,alignment=au,framerate={num}/{den} "
+            "! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )")
+        self.set_shared(True)
+        self.connect("media-configure", self._on_media_configure)
+
+    def _on_media_configure(self, _factory, media):
+        appsrc = media.get_element().get_child_by_name("src")
+        feeder = Feeder(self.fx, appsrc, self.mount)
+        self.feeders.add(feeder)
+
+        def on_unprepared(_media):
+            feeder.stop()
+            self.feeders.discard(feeder)
+            log(f"{self.mount}: media unprepared")
+
+        media.connect("unprepared", on_unprepared)
+        feeder.start()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--port", type=int, required=True, help="TCP port (0 = pick a free one)")
+    ap.add_argument("--address", default="127.0.0.1")
+    ap.add_argument("--fixture", action="append", required=True,
+                    help="Annex B .h264 file; repeat to assign fixtures to channels round-robin")
+    ap.add_argument("--channels", type=int, default=1)
+    ap.add_argument("--user")
+    ap.add_argument("--password")
+    args = ap.parse_args()
+    if (args.user is None) != (args.password is None):
+        ap.error("--user and --password go together")
+
+    Gst.init(None)
+    for el in ("appsrc", "h264parse", "rtph264pay"):
+        if Gst.ElementFactory.find(el) is None:
+            raise SystemExit(f"GStreamer element {el} not available")
+
+    fixtures = [Fixture(p) for p in args.fixture]
+
+    server = GstRtspServer.RTSPServer()
+    server.set_address(args.address)
+    server.set_service(str(args.port))
+
+    # keep UDP unicast transport on the listening address (not 0.0.0.0)
+    pool = GstRtspServer.RTSPAddressPool()
+    pool.add_range(args.address, args.address, 40000, 60000, 0)
+
+    permissions = None
+    if args.user is not None:
+        auth = GstRtspServer.RTSPAuth()
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
+        token = GstRtspServer.RTSPToken()
+        token.set_string("media.factory.role", args.user)
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password), token)
+        server.set_auth(auth)
+        permissions = GstRtspServer.RTSPPermissions()
+        permissions.add_permission_for_role(args.user, "media.factory.access", True)
+        permissions.add_permission_for_role(args.user, "media.factory.construct", True)
+
+    feeders = set()
+    mounts = server.get_mount_points()
+    for ch in range(1, args.channels + 1):
+        fx = fixtures[(ch - 1) % len(fixtures)]
+        for path in (f"/ch{ch}", f"/unicast/c{ch}/s0/live"):
+            f = Factory(fx, path, feeders)
+            f.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)
+            f.set_address_pool(pool)
+            if permissions is not None:
+                f.set_permissions(permissions)
+            mounts.add_factory(path, f)
+
+    loop = GLib.MainLoop()
+    if server.attach(None) == 0:
+        raise SystemExit(f"could not listen on {args.address}:{args.port}")
+    port = server.get_bound_port()
+
+    def quit_(*_):
+        log("signal received, shutting down")
+        loop.quit()
+        return GLib.SOURCE_REMOVE
+
+    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGTERM, quit_)
+    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGINT, quit_)
+
+    print(f"READY rtsp://{args.address}:{port}", flush=True)
+    loop.run()
+    for fd in list(feeders):
+        fd.stop()
+    sys.stdout.flush()
+    # skip interpreter/GStreamer teardown of live pipelines (can hang in finalizers)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
