@@ -66,6 +66,9 @@ pub enum KeyframeError {
     /// The SPS does not parse.
     #[error("the SPS is corrupt: {0}")]
     BadSps(String),
+    /// An MJPEG frame that is not a readable JPEG.
+    #[error("the MJPEG frame is not a valid JPEG (no SOI/SOF marker)")]
+    BadJpeg,
     /// Field coding, which openh264 does not implement.
     #[error(
         "the stream is interlaced (field-coded H.264), which rtsnap's decoder (openh264) cannot \
@@ -168,6 +171,37 @@ pub fn inspect(annexb: &[u8]) -> Result<KeyframeInfo, KeyframeError> {
     Ok(info)
 }
 
+/// Width and height of a JPEG file, read from its SOF marker; `None` if
+/// `data` is not a JPEG. Used for MJPEG cameras, whose frames are stills
+/// already and are passed through without decoding.
+pub fn jpeg_dimensions(data: &[u8]) -> Option<(u32, u32)> {
+    if data.get(..2)? != [0xff, 0xd8] {
+        return None;
+    }
+    let mut i = 2;
+    loop {
+        // Markers may be preceded by any number of 0xff fill bytes.
+        while *data.get(i)? == 0xff && *data.get(i + 1)? == 0xff {
+            i += 1;
+        }
+        if *data.get(i)? != 0xff {
+            return None;
+        }
+        let marker = *data.get(i + 1)?;
+        let len = u16::from_be_bytes([*data.get(i + 2)?, *data.get(i + 3)?]) as usize;
+        let is_sof = (0xc0..=0xcf).contains(&marker) && ![0xc4, 0xc8, 0xcc].contains(&marker);
+        if is_sof {
+            let h = u16::from_be_bytes([*data.get(i + 5)?, *data.get(i + 6)?]);
+            let w = u16::from_be_bytes([*data.get(i + 7)?, *data.get(i + 8)?]);
+            return (w > 0 && h > 0).then_some((w as u32, h as u32));
+        }
+        if marker == 0xda || len < 2 {
+            return None; // start of scan before any SOF, or a broken length
+        }
+        i += 2 + len;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +218,19 @@ mod tests {
         );
         assert_eq!(nal_units(&[]).count(), 0);
         assert_eq!(nal_units(&[0, 0, 1]).count(), 0);
+    }
+
+    #[test]
+    fn reads_jpeg_size() {
+        let img = image::RgbImage::new(37, 21);
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+            .encode_image(&img)
+            .unwrap();
+        assert_eq!(jpeg_dimensions(&jpeg), Some((37, 21)));
+        assert_eq!(jpeg_dimensions(&jpeg[..20]), None);
+        assert_eq!(jpeg_dimensions(b"\xff\xd8\xff"), None);
+        assert_eq!(jpeg_dimensions(b"GIF89a"), None);
     }
 
     #[test]

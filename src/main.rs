@@ -79,6 +79,22 @@ enum Command {
         #[arg(long, value_name = "DIR", env = "RTSNAP_FIXTURES")]
         fixtures: Option<PathBuf>,
     },
+    /// Serve the recorded test streams over RTSP, to try rtsnap, ffmpeg or VLC without a camera.
+    #[command(name = "fixture-server")]
+    FixtureServer {
+        /// Address to listen on. Keep it on loopback unless you mean to share it.
+        #[arg(long, default_value = "127.0.0.1:8554")]
+        listen: std::net::SocketAddr,
+        /// Number of channels (all serve the 1080p fixture, staggered).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+        channels: u32,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(short, long, value_name = "SECS")]
+        duration: Option<u64>,
+        /// Folder holding the recorded fixture streams.
+        #[arg(long, value_name = "DIR", env = "RTSNAP_FIXTURES")]
+        fixtures: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -176,6 +192,12 @@ async fn dispatch(command: Command) -> Result<(), String> {
             interval,
             fixtures,
         } => demo(&out, duration, channels, interval, fixtures).await,
+        Command::FixtureServer {
+            listen,
+            channels,
+            duration,
+            fixtures,
+        } => fixture_server(listen, channels, duration, fixtures).await,
     }
 }
 
@@ -257,10 +279,15 @@ async fn probe(camera: &CameraArgs, duration: Duration) -> Result<(), String> {
         .map_err(|e| format!("{url}: {e}"))?;
     let opt = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
     println!("url:                {url}");
-    println!(
-        "codec:              H.264 {}",
-        opt(r.codec.clone().map(|c| format!("({c})")))
-    );
+    match r.video_codec {
+        rtsnap::pipeline::VideoCodec::H264 => println!(
+            "codec:              H.264 {}",
+            opt(r.codec.clone().map(|c| format!("({c})")))
+        ),
+        rtsnap::pipeline::VideoCodec::Mjpeg => {
+            println!("codec:              MJPEG (frames are passed through as stills)")
+        }
+    }
     println!("profile:            {}", opt(r.profile.map(str::to_owned)));
     println!(
         "resolution:         {}",
@@ -364,6 +391,37 @@ async fn demo(
             missing.join(", ")
         ))
     }
+}
+
+#[cfg(feature = "fixture")]
+async fn fixture_server(
+    listen: std::net::SocketAddr,
+    channels: u32,
+    duration: Option<u64>,
+    fixtures: Option<PathBuf>,
+) -> Result<(), String> {
+    use rtsnap::fixture::demo::{serve_demo, DEMO_PATH_TEMPLATE};
+    let fixtures = fixtures.unwrap_or_else(rtsnap::fixture::default_dir);
+    let server = serve_demo(&fixtures, channels, listen)
+        .await
+        .map_err(|e| format!("cannot start the fixture server: {e}"))?;
+    println!(
+        "serving {channels} channels at {}",
+        server.url(DEMO_PATH_TEMPLATE)
+    );
+    wait_for_signal(duration.map(Duration::from_secs)).await;
+    server.shutdown().await;
+    Ok(())
+}
+
+#[cfg(not(feature = "fixture"))]
+async fn fixture_server(
+    _: std::net::SocketAddr,
+    _: u32,
+    _: Option<u64>,
+    _: Option<PathBuf>,
+) -> Result<(), String> {
+    Err("this build has no fixture server; rebuild with the default `fixture` feature".into())
 }
 
 #[cfg(not(feature = "fixture"))]

@@ -10,7 +10,16 @@ use bytes::Bytes;
 
 use crate::decode::{DecodeError, DecoderPool};
 use crate::encode::{encode_jpeg, EncodeError};
-use crate::keyframe::{inspect, KeyframeError};
+use crate::keyframe::{inspect, jpeg_dimensions, KeyframeError};
+
+/// What a camera sends, and so how a still is made from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// H.264: keyframes are decoded and re-encoded as JPEG.
+    H264,
+    /// Motion JPEG: every frame already is a JPEG and passes through as is.
+    Mjpeg,
+}
 
 /// A JPEG made from one keyframe, with what it cost.
 #[derive(Clone, Debug)]
@@ -39,6 +48,31 @@ pub enum StillError {
     /// The JPEG encoder failed.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+}
+
+/// Makes a still from one keyframe of a stream of `codec`.
+pub fn make_still(
+    pool: &DecoderPool,
+    codec: VideoCodec,
+    data: Bytes,
+    quality: u8,
+) -> Result<EncodedStill, StillError> {
+    match codec {
+        VideoCodec::H264 => keyframe_to_jpeg(pool, &data, quality),
+        VideoCodec::Mjpeg => jpeg_passthrough(data),
+    }
+}
+
+/// An MJPEG frame is already a still: check it and keep it, zero decoding.
+pub fn jpeg_passthrough(jpeg: Bytes) -> Result<EncodedStill, StillError> {
+    let (width, height) = jpeg_dimensions(&jpeg).ok_or(KeyframeError::BadJpeg)?;
+    Ok(EncodedStill {
+        jpeg,
+        width,
+        height,
+        decode_time: Duration::ZERO,
+        encode_time: Duration::ZERO,
+    })
 }
 
 /// Turns one IDR access unit (Annex B, SPS/PPS included) into a JPEG.

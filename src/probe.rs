@@ -20,6 +20,8 @@ use crate::source::session::{h264_profile, open, SourceError};
 /// What was observed.
 #[derive(Clone, Debug)]
 pub struct ProbeReport {
+    /// The video codec rtsnap will use.
+    pub video_codec: crate::pipeline::VideoCodec,
     /// RFC 6381 codec string, e.g. `avc1.640028`.
     pub codec: Option<String>,
     /// H.264 profile name.
@@ -101,6 +103,7 @@ pub async fn probe(
     let observed = start.elapsed();
     let span = first_ts.map(|f| last_ts - f).filter(|&s| s > 0.0);
     let report = ProbeReport {
+        video_codec: opened.video_codec,
         profile: opened.codec.as_deref().and_then(h264_profile),
         codec: opened.codec.clone(),
         dims,

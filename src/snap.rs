@@ -14,7 +14,7 @@ use url::Url;
 
 use crate::config::Credentials;
 use crate::decode::DecoderPool;
-use crate::pipeline::{keyframe_to_jpeg, StillError};
+use crate::pipeline::{make_still, StillError};
 use crate::source::session::{open, SourceError};
 use crate::Snapshot;
 
@@ -60,9 +60,10 @@ pub async fn snap(
         }
     };
     let captured_at = SystemTime::now();
+    let codec = opened.video_codec;
     drop(opened);
     let still = tokio::task::spawn_blocking(move || {
-        keyframe_to_jpeg(&DecoderPool::new(1), &keyframe, quality)
+        make_still(&DecoderPool::new(1), codec, keyframe.into(), quality)
     })
     .await
     .expect("still task panicked")?;

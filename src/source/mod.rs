@@ -26,8 +26,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::CameraConfig;
 use crate::decode::DecoderPool;
-use crate::keyframe::Keyframe;
-use crate::pipeline::{keyframe_to_jpeg, EncodedStill, StillError};
+use crate::keyframe::{Keyframe, KeyframeError};
+use crate::pipeline::{make_still, EncodedStill, StillError, VideoCodec};
 use crate::{Snapshot, Store};
 pub use session::SourceError;
 
@@ -77,8 +77,14 @@ pub struct CameraStatus {
     pub dims: Option<(u32, u32)>,
     /// Measured time between keyframes.
     pub keyframe_interval: Option<Duration>,
+    /// Frames per second received, measured over the last few seconds.
+    pub fps: Option<f64>,
+    /// Bits per second received, measured over the last few seconds.
+    pub bitrate: Option<f64>,
     /// Bytes of video received in this process's lifetime.
     pub bytes_received: u64,
+    /// Capture time of the newest still.
+    pub last_still_at: Option<SystemTime>,
 }
 
 impl CameraStatus {
@@ -94,7 +100,10 @@ impl CameraStatus {
             last_error: None,
             dims: None,
             keyframe_interval: None,
+            fps: None,
+            bitrate: None,
             bytes_received: 0,
+            last_still_at: None,
         }
     }
 }
@@ -245,6 +254,42 @@ struct InFlight {
     captured_at: SystemTime,
 }
 
+/// Frame and byte counts since the last status update, so the hot path
+/// touches only local integers and status is published about once a second.
+struct Rates {
+    since: Instant,
+    frames: u64,
+    bytes: u64,
+}
+
+impl Rates {
+    const PERIOD: Duration = Duration::from_secs(2);
+
+    fn new() -> Self {
+        Rates {
+            since: Instant::now(),
+            frames: 0,
+            bytes: 0,
+        }
+    }
+
+    fn count(&mut self, bytes: usize, status: &watch::Sender<CameraStatus>) {
+        self.frames += 1;
+        self.bytes += bytes as u64;
+        let elapsed = self.since.elapsed();
+        if elapsed >= Self::PERIOD {
+            let secs = elapsed.as_secs_f64();
+            let (frames, bytes) = (self.frames, self.bytes);
+            status.send_modify(|s| {
+                s.fps = Some(frames as f64 / secs);
+                s.bitrate = Some(bytes as f64 * 8.0 / secs);
+                s.bytes_received += bytes;
+            });
+            *self = Rates::new();
+        }
+    }
+}
+
 /// Reads one playing session until it fails or shutdown. Returns `Ok` only
 /// on shutdown, after finishing the still in flight.
 async fn stream(
@@ -255,6 +300,7 @@ async fn stream(
     stills: &mut u64,
 ) -> Result<(), SourceError> {
     let interval = task.config.interval;
+    let codec = opened.video_codec;
     let mut shutdown = task.shutdown.clone();
     let mut latest: Option<Keyframe> = None;
     let mut kf_seq: u64 = 0;
@@ -264,6 +310,9 @@ async fn stream(
     let mut last_kf_at = Instant::now();
     let mut last_kf_ts: Option<f64> = None;
     let mut kf_interval: Option<Duration> = None;
+    let mut rates = Rates::new();
+    // Inspect the SPS of the first keyframe and after every parameter change.
+    let mut check_sps = codec == VideoCodec::H264;
 
     loop {
         // The watchdog: a camera whose connection looks fine but which sends
@@ -304,40 +353,47 @@ async fn stream(
                 if frame.stream_id() != opened.stream_index {
                     continue;
                 }
-                let len = frame.data().len() as u64;
-                let new_dims = if frame.has_new_parameters() {
-                    match opened.demuxed.streams()[opened.stream_index].parameters() {
-                        Some(ParametersRef::Video(v)) => Some(v.pixel_dimensions()),
-                        _ => None,
+                rates.count(frame.data().len(), status);
+                if frame.has_new_parameters() {
+                    check_sps = codec == VideoCodec::H264;
+                    if let Some(ParametersRef::Video(v)) =
+                        opened.demuxed.streams()[opened.stream_index].parameters()
+                    {
+                        let dims = v.pixel_dimensions();
+                        status.send_modify(|s| s.dims = Some(dims));
                     }
-                } else {
-                    None
-                };
+                }
                 if !frame.is_random_access_point() {
-                    status.send_modify(|s| s.bytes_received += len);
                     continue;
                 }
-                let now = Instant::now();
-                let ts = frame.timestamp().elapsed_secs();
-                if let Some(prev) = last_kf_ts {
-                    if ts > prev && ts - prev < 60.0 {
-                        kf_interval = Some(Duration::from_secs_f64(ts - prev));
+                if codec == VideoCodec::H264 {
+                    let ts = frame.timestamp().elapsed_secs();
+                    if let Some(prev) = last_kf_ts {
+                        if ts > prev && ts - prev < 60.0 {
+                            kf_interval = Some(Duration::from_secs_f64(ts - prev));
+                        }
                     }
+                    last_kf_ts = Some(ts);
                 }
-                last_kf_ts = Some(ts);
-                last_kf_at = now;
+                last_kf_at = Instant::now();
                 let loss = frame.loss();
                 status.send_modify(|s| {
-                    s.bytes_received += len;
                     s.keyframes_seen += 1;
                     s.keyframe_interval = kf_interval;
-                    if let Some(d) = new_dims { s.dims = Some(d); }
                     if loss > 0 { s.keyframes_skipped += 1; }
                 });
                 if loss > 0 {
                     // Never decode a keyframe with holes: it would smear.
                     debug!(lost_packets = loss, "keyframe skipped: packets lost");
                     continue;
+                }
+                if check_sps {
+                    // Interlaced streams can never be decoded: say so once,
+                    // as a state, instead of failing every still.
+                    if let Err(e @ KeyframeError::Interlaced) = crate::keyframe::inspect(frame.data()) {
+                        return Err(SourceError::Unsupported(e.to_string()));
+                    }
+                    check_sps = false;
                 }
                 kf_seq += 1;
                 latest = Some(Keyframe {
@@ -362,7 +418,7 @@ async fn stream(
                 let quality = task.quality;
                 in_flight = Some(InFlight {
                     handle: tokio::task::spawn_blocking(move || {
-                        keyframe_to_jpeg(&pool, &data, quality)
+                        make_still(&pool, codec, data, quality)
                     }),
                     captured_at: kf.received_at,
                 });
@@ -405,6 +461,13 @@ fn publish(
                 info!("first still: {}x{}", still.width, still.height);
             }
             let dims = (still.width, still.height);
+            // Status first, so whoever sees the still also sees it counted.
+            status.send_modify(|s| {
+                s.stills = *stills;
+                s.keyframes_decoded += 1;
+                s.dims = Some(dims);
+                s.last_still_at = Some(captured_at);
+            });
             task.store.publish(Snapshot {
                 camera: name.clone(),
                 captured_at,
@@ -412,11 +475,6 @@ fn publish(
                 height: still.height,
                 jpeg: still.jpeg,
                 seq: *stills,
-            });
-            status.send_modify(|s| {
-                s.stills = *stills;
-                s.keyframes_decoded += 1;
-                s.dims = Some(dims);
             });
         }
         Ok(Err(e)) => {

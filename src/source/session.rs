@@ -18,6 +18,7 @@ use retina::codec::{FrameFormat, ParametersRef};
 use url::Url;
 
 use crate::config::Credentials;
+use crate::pipeline::VideoCodec;
 
 /// What went wrong with a camera's RTSP session, worded for its owner.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -95,6 +96,8 @@ pub struct Opened {
     pub demuxed: Demuxed,
     /// Index of the video stream that was set up.
     pub stream_index: usize,
+    /// Its codec.
+    pub video_codec: VideoCodec,
     /// Resolution from the SDP or first parameters, when known.
     pub dims: Option<(u32, u32)>,
     /// RFC 6381 codec string such as `avc1.640028`, when known.
@@ -143,7 +146,12 @@ pub async fn open(
             .iter()
             .position(|s| s.media() == "video" && s.encoding_name().eq_ignore_ascii_case(enc))
     };
-    let Some(i) = video("h264") else {
+    // H.264 is decoded; MJPEG frames are stills already. Prefer H.264 when a
+    // camera offers both.
+    let chosen = video("h264")
+        .map(|i| (i, VideoCodec::H264))
+        .or_else(|| video("jpeg").map(|i| (i, VideoCodec::Mjpeg)));
+    let Some((i, video_codec)) = chosen else {
         let found: Vec<String> = streams
             .iter()
             .filter(|s| s.media() == "video")
@@ -155,7 +163,7 @@ pub async fn open(
             "the stream has no video".into()
         } else {
             format!(
-                "video codec {}; rtsnap decodes H.264, set the channel to H.264",
+                "video codec {}; rtsnap handles H.264 and MJPEG, set the channel to H.264",
                 found.join(", ")
             )
         }));
@@ -191,6 +199,7 @@ pub async fn open(
     Ok(Opened {
         demuxed,
         stream_index: i,
+        video_codec,
         dims,
         codec,
         frame_rate: frame_rate.or(params_rate),
