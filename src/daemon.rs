@@ -16,7 +16,7 @@ use tracing::warn;
 
 use crate::config::Config;
 use crate::decode::DecoderPool;
-use crate::sink::{run_sink, DirSink, Sink};
+use crate::sink::{run_sink, DirSink, Sink, SinkStatus};
 use crate::source::{spawn_camera, CameraStatus, CameraTask};
 use crate::Store;
 
@@ -28,7 +28,7 @@ pub struct Daemon {
     store: Store,
     shutdown: watch::Sender<bool>,
     cameras: Vec<(watch::Receiver<CameraStatus>, JoinHandle<()>)>,
-    sinks: Vec<JoinHandle<()>>,
+    sinks: Vec<(watch::Receiver<SinkStatus>, JoinHandle<()>)>,
     pool: Arc<DecoderPool>,
 }
 
@@ -51,7 +51,11 @@ impl Daemon {
         sinks.extend(extra_sinks);
         let sinks = sinks
             .into_iter()
-            .map(|s| tokio::spawn(run_sink(s, store.clone(), shutdown_rx.clone())))
+            .map(|s| {
+                let (tx, rx) = watch::channel(SinkStatus::default());
+                let task = tokio::spawn(run_sink(s, store.clone(), shutdown_rx.clone(), tx));
+                (rx, task)
+            })
             .collect();
         let cameras = config
             .cameras
@@ -89,6 +93,14 @@ impl Daemon {
             .collect()
     }
 
+    /// Every sink's counters and failing cameras.
+    pub fn sink_status(&self) -> Vec<SinkStatus> {
+        self.sinks
+            .iter()
+            .map(|(rx, _)| rx.borrow().clone())
+            .collect()
+    }
+
     /// Decoders the shared pool holds right now.
     pub fn decoders(&self) -> usize {
         self.pool.decoders()
@@ -103,7 +115,7 @@ impl Daemon {
         for (_, h) in self.cameras {
             wait_or_abort(h, deadline, "camera").await;
         }
-        for h in self.sinks {
+        for (_, h) in self.sinks {
             wait_or_abort(h, deadline, "sink").await;
         }
     }

@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
@@ -35,14 +36,27 @@ impl Sink for DirSink {
         "dir"
     }
 
-    fn write<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn write<'a>(&'a self, batch: &'a [Snapshot]) -> BoxFuture<'a, Vec<(Arc<str>, SinkError)>> {
         let dir = self.path.clone();
         let history = self.history;
-        let snapshot = snapshot.clone();
+        let batch = batch.to_vec();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || write_blocking(&dir, history, &snapshot))
-                .await
-                .map_err(|e| SinkError::new(format!("dir sink task failed: {e}")))?
+            let cameras: Vec<Arc<str>> = batch.iter().map(|s| s.camera.clone()).collect();
+            tokio::task::spawn_blocking(move || {
+                batch
+                    .iter()
+                    .filter_map(|s| {
+                        write_blocking(&dir, history, s)
+                            .err()
+                            .map(|e| (s.camera.clone(), e))
+                    })
+                    .collect()
+            })
+            .await
+            .unwrap_or_else(|e| {
+                let e = SinkError::new(format!("dir sink task failed: {e}"));
+                cameras.into_iter().map(|c| (c, e.clone())).collect()
+            })
         })
     }
 }
