@@ -94,7 +94,11 @@ async fn full_disk_fails_one_camera_and_heals() {
     let small = inside.join("small.jpg");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !small.exists() {
-        assert!(std::time::Instant::now() < deadline, "no small.jpg; log:\n{}", read_log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no small.jpg; log:\n{}",
+            read_log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let first = std::fs::metadata(&small).unwrap().modified().unwrap();

@@ -46,15 +46,28 @@ fn have_gst() -> bool {
 }
 
 fn start_gst(channels: u32, auth: Option<(&str, &str)>) -> Gst {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/gst_rtsp_server.py");
     let fixture = fixtures_dir().join(format!("{FULLHD}.h264"));
+    start_gst_with(0, channels, &[fixture.to_str().unwrap()], auth)
+}
+
+/// `fixtures`: paths, or `mjpeg` for a live MJPEG source; channel i serves
+/// fixture i mod n. `port` 0 picks a free one.
+fn start_gst_with(port: u16, channels: u32, fixtures: &[&str], auth: Option<(&str, &str)>) -> Gst {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/gst_rtsp_server.py");
     let mut cmd = Command::new(PYTHON);
     cmd.arg(script)
-        .args(["--port", "0", "--address", "127.0.0.1", "--channels"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--address",
+            "127.0.0.1",
+            "--channels",
+        ])
         .arg(channels.to_string())
-        .arg("--fixture")
-        .arg(fixture)
         .stdout(Stdio::piped());
+    for f in fixtures {
+        cmd.args(["--fixture", f]);
+    }
     if let Some((u, p)) = auth {
         cmd.args(["--user", u, "--password", p]);
     }
@@ -247,4 +260,142 @@ fn gstreamer_basic_auth_right_and_wrong_password() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(!text(&o).contains(password));
     assert_matches_reference(&std::fs::read(&out).unwrap(), "authenticated snap");
+}
+
+fn library_camera(name: &str, url: String) -> rtsnap::CameraConfig {
+    rtsnap::CameraConfig {
+        name: name.into(),
+        url: url.parse().unwrap(),
+        credentials: None,
+        interval: Duration::from_secs(1),
+    }
+}
+
+/// H.265 next to H.264 and MJPEG on one GStreamer server: the H.265 camera
+/// is "unsupported" with advice and is not redialed in a loop; the MJPEG
+/// camera's frames pass through without any decoder; H.264 just works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h265_is_unsupported_mjpeg_passes_through() {
+    if !have_gst() {
+        return;
+    }
+    let sub = fixtures_dir().join(format!("{SUB}.h264"));
+    let hevc = fixtures_dir().join("hevc360p.h265");
+    let gst = start_gst_with(
+        0,
+        3,
+        &[sub.to_str().unwrap(), hevc.to_str().unwrap(), "mjpeg"],
+        None,
+    );
+    let mut config = rtsnap::Config::with_cameras(vec![
+        library_camera("avc", format!("{}/ch1", gst.base)),
+        library_camera("hevc", format!("{}/ch2", gst.base)),
+        library_camera("mjpeg", format!("{}/ch3", gst.base)),
+    ]);
+    config.decoders = 1;
+    let d = rtsnap::Daemon::start(config);
+    let status = |name: &str| d.status().into_iter().find(|s| &*s.name == name).unwrap();
+    wait_for(Duration::from_secs(20), "stills from avc and mjpeg", || {
+        (status("avc").stills >= 2 && status("mjpeg").stills >= 2).then_some(())
+    })
+    .await;
+    let hevc = status("hevc");
+    let rtsnap::CameraState::Unsupported { why } = &hevc.state else {
+        panic!("hevc: {hevc:?}")
+    };
+    assert_eq!(
+        why,
+        "H.265; rtsnap decodes H.264, set the channel to H.264 or use its substream"
+    );
+    assert_eq!(hevc.reconnects, 0);
+    let mjpeg = d.store().latest("mjpeg").unwrap();
+    assert_eq!((mjpeg.width, mjpeg.height), (640, 360));
+    assert!(mjpeg.to_rgb().is_ok());
+    assert_matches_reference(&d.store().latest("avc").unwrap().jpeg, "avc");
+    // Only the H.264 camera ever needed a decoder.
+    assert_eq!(d.decoders(), 1);
+    d.shutdown().await;
+}
+
+/// GStreamer's server is killed and started again on the same port (a
+/// camera reboot): stills resume within 10 s of its return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gstreamer_restart_stills_resume() {
+    if !have_gst() {
+        return;
+    }
+    let fixture = fixtures_dir().join(format!("{SUB}.h264"));
+    let gst = start_gst_with(0, 1, &[fixture.to_str().unwrap()], None);
+    let port: u16 = gst.base.rsplit(':').next().unwrap().parse().unwrap();
+    let mut config =
+        rtsnap::Config::with_cameras(vec![library_camera("cam", format!("{}/ch1", gst.base))]);
+    config.timeout = Duration::from_secs(3);
+    let d = rtsnap::Daemon::start(config);
+    let stills = || d.status()[0].stills;
+    wait_for(Duration::from_secs(15), "a first still", || {
+        (stills() >= 1).then_some(())
+    })
+    .await;
+    drop(gst); // killed
+    wait_for(Duration::from_secs(15), "the camera to notice", || {
+        matches!(d.status()[0].state, rtsnap::CameraState::BackingOff { .. }).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = stills();
+    let _gst = start_gst_with(port, 1, &[fixture.to_str().unwrap()], None);
+    let back = tokio::time::Instant::now();
+    wait_for(Duration::from_secs(10), "stills after the restart", || {
+        (stills() > before).then_some(())
+    })
+    .await;
+    assert!(back.elapsed() <= Duration::from_secs(10));
+    assert!(d.status()[0].reconnects >= 1);
+    d.shutdown().await;
+}
+
+/// The daemon, with a known password the server rejects, runs for a while
+/// and is stopped: the password appears nowhere in what it printed.
+#[test]
+fn daemon_never_prints_the_password() {
+    if !have_gst() {
+        return;
+    }
+    let password = "Zx81-never-print-me";
+    let gst = start_gst(1, Some(("viewer", "the-right-one")));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rtsnap.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[camera]]\nname = \"door\"\nurl = \"{}/ch1\"\nusername = \"viewer\"\n\
+             password_env = \"DOOR_PASSWORD\"\n[sink.dir]\npath = \"{}\"\n",
+            gst.base,
+            dir.path().join("stills").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "trace")
+        .env("DOOR_PASSWORD", password)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let o = wait_output(child, Duration::from_secs(10));
+    let all = text(&o);
+    assert!(
+        all.contains(
+            "RTSP 401 Unauthorized: check username \"viewer\" and password_env DOOR_PASSWORD"
+        ),
+        "{all}"
+    );
+    assert!(!all.contains(password), "password leaked:\n{all}");
 }
