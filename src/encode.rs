@@ -2,8 +2,13 @@
 //!
 //! The decoder already gives us Y, Cb and Cr planes, which is exactly what a
 //! JPEG stores, so there is no RGB step: the planes go straight into the JPEG
-//! encoder (`jpeg-encoder`, pure Rust, AVX2 when the CPU has it), subsampled
-//! 4:2:0 like the source, so no chroma detail is invented or lost.
+//! encoder, subsampled 4:2:0 like the source, so no chroma detail is invented
+//! or lost. Two encoders are built in:
+//!
+//! * libjpeg-turbo (cargo feature `turbojpeg`), fed the planes directly; the
+//!   fastest by far (a few ms at 1080p, SIMD on x86 and ARM);
+//! * `jpeg-encoder`, pure Rust (AVX2 when the CPU has it), which needs no C
+//!   toolchain beyond what openh264 already needs. Used without the feature.
 //!
 //! One thing does need converting: JPEG (JFIF) means *full-range* samples
 //! (0-255), while most H.264 streams are *limited-range* (luma 16-235, chroma
@@ -30,8 +35,16 @@ pub enum EncodeError {
     Encoder(String),
 }
 
-/// Encodes `pic` as a JPEG of the given quality (1-100), 4:2:0.
+/// Encodes `pic` as a JPEG of the given quality (1-100), 4:2:0, with the
+/// fastest encoder this build has.
 pub fn encode_jpeg(pic: &Yuv420<'_>, quality: u8) -> Result<Vec<u8>, EncodeError> {
+    #[cfg(feature = "turbojpeg")]
+    return encode_jpeg_turbo(pic, quality);
+    #[cfg(not(feature = "turbojpeg"))]
+    return encode_jpeg_rust(pic, quality);
+}
+
+fn check(pic: &Yuv420<'_>) -> Result<(), EncodeError> {
     let (w, h) = (pic.width, pic.height);
     if w == 0 || h == 0 || w > u16::MAX as usize || h > u16::MAX as usize {
         return Err(EncodeError::TooLarge(w, h));
@@ -45,6 +58,90 @@ pub fn encode_jpeg(pic: &Yuv420<'_>, quality: u8) -> Result<Vec<u8>, EncodeError
     {
         return Err(EncodeError::ShortPlanes);
     }
+    Ok(())
+}
+
+/// Encodes with libjpeg-turbo. Limited-range planes are first expanded into
+/// scratch planes (about 1 ms at 1080p); full-range ones go in as they are.
+#[cfg(feature = "turbojpeg")]
+pub fn encode_jpeg_turbo(pic: &Yuv420<'_>, quality: u8) -> Result<Vec<u8>, EncodeError> {
+    use std::cell::RefCell;
+    check(pic)?;
+    let (w, h) = (pic.width, pic.height);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    thread_local! {
+        // One compressor and one set of scratch planes per blocking thread:
+        // no allocation per still once warm.
+        static STATE: RefCell<Option<(turbojpeg::Compressor, [Vec<u8>; 3])>> = const { RefCell::new(None) };
+    }
+    let err = |e: turbojpeg::Error| EncodeError::Encoder(e.to_string());
+    STATE.with(|state| {
+        let mut state = state.borrow_mut();
+        if state.is_none() {
+            *state = Some((turbojpeg::Compressor::new().map_err(err)?, Default::default()));
+        }
+        let (compressor, scratch) = state.as_mut().expect("initialised above");
+        compressor.set_quality(quality.clamp(1, 100) as i32).map_err(err)?;
+        // libjpeg-turbo wants the luma plane padded to whole chroma samples
+        // (even width and height); odd sizes and limited range go through
+        // scratch planes, the common case (even, full range) goes in as is.
+        let (y, u, v, ys, cs) = if pic.full_range && w % 2 == 0 && h % 2 == 0 {
+            (pic.y, pic.u, pic.v, pic.y_stride, pic.uv_stride)
+        } else {
+            let luts = RangeLuts::new(pic.full_range);
+            let [sy, su, sv] = scratch;
+            expand(pic.y, pic.y_stride, w, h, 2 * cw, 2 * ch, &luts.luma, sy);
+            expand(pic.u, pic.uv_stride, cw, ch, cw, ch, &luts.chroma, su);
+            expand(pic.v, pic.uv_stride, cw, ch, cw, ch, &luts.chroma, sv);
+            (&sy[..], &su[..], &sv[..], 2 * cw, cw)
+        };
+        let image = turbojpeg::YuvPlanesImage {
+            y_plane: y,
+            u_plane: u,
+            v_plane: v,
+            width: w,
+            height: h,
+            y_stride: ys,
+            u_stride: cs,
+            v_stride: cs,
+            subsamp: turbojpeg::Subsamp::Sub2x2,
+        };
+        Ok(compressor
+            .compress_yuv_planes_to_owned(&image)
+            .map_err(err)?
+            .to_vec())
+    })
+}
+
+/// Copies a `w` x `h` plane through `lut` into a packed `pw` x `ph` buffer,
+/// repeating the last column and row into the padding.
+#[cfg(feature = "turbojpeg")]
+#[allow(clippy::too_many_arguments)]
+fn expand(
+    src: &[u8],
+    stride: usize,
+    w: usize,
+    h: usize,
+    pw: usize,
+    ph: usize,
+    lut: &[u8; 256],
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.reserve(pw * ph);
+    for row in 0..ph {
+        let line = &src[row.min(h - 1) * stride..][..w];
+        out.extend(line.iter().map(|&s| lut[s as usize]));
+        let last = lut[line[w - 1] as usize];
+        out.extend(std::iter::repeat_n(last, pw - w));
+    }
+}
+
+/// Encodes with the pure-Rust `jpeg-encoder`, feeding it rows straight from
+/// the planes (range-expanded on the fly).
+pub fn encode_jpeg_rust(pic: &Yuv420<'_>, quality: u8) -> Result<Vec<u8>, EncodeError> {
+    check(pic)?;
+    let (w, h) = (pic.width, pic.height);
     let src = Planes {
         pic,
         luts: RangeLuts::new(pic.full_range),
