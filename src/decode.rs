@@ -1,12 +1,13 @@
 //! The decode stage: a small pool of openh264 decoders shared by all cameras.
 //!
 //! Why a pool and not one decoder per camera: a 1080p openh264 decoder holds
-//! ~26 MB, and decoding is CPU-bound, so more decoders than cores buy nothing
-//! but memory. Because rtsnap only ever feeds self-contained IDR access units
+//! ~26 MB. Because rtsnap only ever feeds self-contained IDR access units
 //! (SPS and PPS included), any decoder can decode any camera's keyframe: the
-//! SPS resets it. Switching resolution costs a re-allocation (~50 ms at 1080p),
-//! so the pool prefers an idle decoder that last decoded the same size and
-//! creates a new one (up to the limit) rather than re-purpose a mismatched one.
+//! SPS resets it. So one decoder serves every camera of one resolution in
+//! turn (8 cameras x a still every 5 s is ~2% of a core). Switching a decoder
+//! to another resolution costs a re-allocation (~50 ms at 1080p), so the pool
+//! grows by one decoder per resolution in use, up to its limit, and waits for
+//! the decoder of the right size rather than create a second one of it.
 //!
 //! Decoding blocks; callers run [`DecoderPool::decode`] on a blocking thread.
 
@@ -75,6 +76,8 @@ struct Pooled {
 
 struct State {
     idle: Vec<Pooled>,
+    /// The sizes the lent-out decoders were lent for.
+    busy: Vec<Option<(usize, usize)>>,
     /// Decoders in existence, idle or lent out.
     total: usize,
 }
@@ -92,6 +95,7 @@ impl DecoderPool {
         DecoderPool {
             state: Mutex::new(State {
                 idle: Vec::new(),
+                busy: Vec::new(),
                 total: 0,
             }),
             returned: Condvar::new(),
@@ -130,18 +134,24 @@ impl DecoderPool {
             Ok(None) => Err(DecodeError::NoPicture),
             Err(e) => Err(DecodeError::Rejected(e.to_string())),
         };
-        self.checkin(pooled, result.is_ok());
+        self.checkin(pooled, dims, result.is_ok());
         result
     }
 
     fn checkout(&self, dims: Option<(usize, usize)>) -> Result<Pooled, DecodeError> {
         let mut st = self.state.lock().unwrap();
         loop {
+            // 1. An idle decoder already set up for this size.
             if let Some(i) = st.idle.iter().position(|p| p.dims == dims) {
+                st.busy.push(dims);
                 return Ok(st.idle.swap_remove(i));
             }
-            if st.total < self.max {
+            // 2. The decoder for this size is busy: wait for it.
+            let size_is_busy = dims.is_some() && st.busy.contains(&dims);
+            // 3. A new size (or never seen): one more decoder, if allowed.
+            if !size_is_busy && st.total < self.max {
                 st.total += 1;
+                st.busy.push(dims);
                 drop(st);
                 return match Decoder::new() {
                     Ok(decoder) => Ok(Pooled {
@@ -149,21 +159,29 @@ impl DecoderPool {
                         dims: None,
                     }),
                     Err(e) => {
-                        self.state.lock().unwrap().total -= 1;
-                        self.returned.notify_one();
+                        let mut st = self.state.lock().unwrap();
+                        st.total -= 1;
+                        remove_one(&mut st.busy, &dims);
+                        drop(st);
+                        self.returned.notify_all();
                         Err(DecodeError::Init(e.to_string()))
                     }
                 };
             }
-            if let Some(p) = st.idle.pop() {
-                return Ok(p);
+            // 4. At the limit: re-purpose any idle decoder.
+            if !size_is_busy {
+                if let Some(p) = st.idle.pop() {
+                    st.busy.push(dims);
+                    return Ok(p);
+                }
             }
             st = self.returned.wait(st).unwrap();
         }
     }
 
-    fn checkin(&self, pooled: Pooled, healthy: bool) {
+    fn checkin(&self, pooled: Pooled, lent_for: Option<(usize, usize)>, healthy: bool) {
         let mut st = self.state.lock().unwrap();
+        remove_one(&mut st.busy, &lent_for);
         if healthy {
             st.idle.push(pooled);
         } else {
@@ -171,6 +189,48 @@ impl DecoderPool {
             drop(pooled);
         }
         drop(st);
-        self.returned.notify_one();
+        // Waiters wait for different sizes: wake them all to re-check.
+        self.returned.notify_all();
+    }
+}
+
+fn remove_one<T: PartialEq>(v: &mut Vec<T>, x: &T) {
+    if let Some(i) = v.iter().position(|y| y == x) {
+        v.swap_remove(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Pool growth without decoding anything: check out and return by hand.
+    #[test]
+    fn grows_per_resolution_not_per_request() {
+        let pool = Arc::new(DecoderPool::new(2));
+        let hd = Some((1920, 1080));
+        let sub = Some((640, 360));
+        let a = pool.checkout(hd).unwrap();
+        // A second 1080p request waits for the first decoder instead of
+        // creating another: it gets it once it is returned.
+        let p2 = pool.clone();
+        let waiter = std::thread::spawn(move || {
+            let d = p2.checkout(hd).unwrap();
+            p2.checkin(d, hd, true);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(pool.decoders(), 1);
+        // Another size gets its own decoder.
+        let b = pool.checkout(sub).unwrap();
+        assert_eq!(pool.decoders(), 2);
+        pool.checkin(a, hd, true);
+        waiter.join().unwrap();
+        pool.checkin(b, sub, true);
+        // At the limit, a third size re-purposes an idle decoder.
+        let c = pool.checkout(Some((1280, 720))).unwrap();
+        assert_eq!(pool.decoders(), 2);
+        pool.checkin(c, Some((1280, 720)), false);
+        assert_eq!(pool.decoders(), 1, "a failed decoder is dropped");
     }
 }

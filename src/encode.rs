@@ -65,23 +65,29 @@ fn check(pic: &Yuv420<'_>) -> Result<(), EncodeError> {
 /// scratch planes (about 1 ms at 1080p); full-range ones go in as they are.
 #[cfg(feature = "turbojpeg")]
 pub fn encode_jpeg_turbo(pic: &Yuv420<'_>, quality: u8) -> Result<Vec<u8>, EncodeError> {
-    use std::cell::RefCell;
+    use std::sync::Mutex;
     check(pic)?;
     let (w, h) = (pic.width, pic.height);
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-    thread_local! {
-        // One compressor and one set of scratch planes per blocking thread:
-        // no allocation per still once warm.
-        static STATE: RefCell<Option<(turbojpeg::Compressor, [Vec<u8>; 3])>> = const { RefCell::new(None) };
-    }
+    type State = (turbojpeg::Compressor, [Vec<u8>; 3]);
+    // Compressors with their scratch planes (3 MB at 1080p), reused: as
+    // many exist as stills were ever encoded at once, which the decoder
+    // pool bounds. (Per-thread state would keep one per blocking thread.)
+    static IDLE: Mutex<Vec<State>> = Mutex::new(Vec::new());
     let err = |e: turbojpeg::Error| EncodeError::Encoder(e.to_string());
-    STATE.with(|state| {
-        let mut state = state.borrow_mut();
-        if state.is_none() {
-            *state = Some((turbojpeg::Compressor::new().map_err(err)?, Default::default()));
-        }
-        let (compressor, scratch) = state.as_mut().expect("initialised above");
-        compressor.set_quality(quality.clamp(1, 100) as i32).map_err(err)?;
+    let taken = IDLE.lock().unwrap().pop();
+    let mut state = match taken {
+        Some(s) => s,
+        None => (
+            turbojpeg::Compressor::new().map_err(err)?,
+            Default::default(),
+        ),
+    };
+    let result = (|| {
+        let (compressor, scratch) = &mut state;
+        compressor
+            .set_quality(quality.clamp(1, 100) as i32)
+            .map_err(err)?;
         // libjpeg-turbo wants the luma plane padded to whole chroma samples
         // (even width and height); odd sizes and limited range go through
         // scratch planes, the common case (even, full range) goes in as is.
@@ -110,7 +116,9 @@ pub fn encode_jpeg_turbo(pic: &Yuv420<'_>, quality: u8) -> Result<Vec<u8>, Encod
             .compress_yuv_planes_to_owned(&image)
             .map_err(err)?
             .to_vec())
-    })
+    })();
+    IDLE.lock().unwrap().push(state);
+    result
 }
 
 /// Copies a `w` x `h` plane through `lut` into a packed `pw` x `ph` buffer,

@@ -165,6 +165,9 @@ fn main() -> ExitCode {
     // decoding and file writes run on tokio's blocking threads.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Decodes and file writes: a few threads are plenty, and every extra
+        // thread that ever allocates gets its own malloc arena (RSS).
+        .max_blocking_threads(4)
         .build()
         .expect("cannot start the tokio runtime");
     match rt.block_on(dispatch(cli.command)) {

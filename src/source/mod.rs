@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use retina::client::SessionGroup;
 use retina::codec::{CodecItem, ParametersRef};
 use tokio::sync::watch;
@@ -290,6 +290,152 @@ impl Rates {
     }
 }
 
+/// How long the reader lets frames collect in the socket before draining
+/// them in one go. Waking once per RTP packet (~350/s for a 4 Mbit/s camera)
+/// costs more CPU than the depacketizing itself on a small machine; waking
+/// ten times a second costs almost nothing, and the kernel buffers 100 ms of
+/// video (~50 KB) easily. It delays a keyframe by at most this much.
+const READ_BATCH: Duration = Duration::from_millis(100);
+
+/// Waits until `not_before`, then returns the first item the stream yields
+/// (within `timeout`) and every item already buffered after it, and why the
+/// stream ended if it did (after the items, which still count).
+async fn read_batch(
+    demuxed: &mut retina::client::Demuxed,
+    not_before: Instant,
+    timeout: Duration,
+) -> (Vec<CodecItem>, Option<ReadEnd>) {
+    tokio::time::sleep_until(not_before).await;
+    let mut items = Vec::new();
+    let end = |next: Option<Result<CodecItem, retina::Error>>| match next {
+        None => Some(ReadEnd::Ended),
+        Some(Err(e)) => Some(ReadEnd::Error(e)),
+        Some(Ok(_)) => None,
+    };
+    match tokio::time::timeout(timeout, demuxed.next()).await {
+        Err(_) => return (items, Some(ReadEnd::Silent)),
+        Ok(Some(Ok(item))) => items.push(item),
+        Ok(other) => return (items, end(other)),
+    }
+    while let Some(next) = demuxed.next().now_or_never() {
+        match next {
+            Some(Ok(item)) => items.push(item),
+            other => return (items, end(other)),
+        }
+    }
+    (items, None)
+}
+
+/// Why reading stopped.
+enum ReadEnd {
+    Silent,
+    Ended,
+    Error(retina::Error),
+}
+
+/// What one session has seen so far: the newest keyframe and the measured
+/// keyframe interval. Fed every frame; owned by the camera task.
+struct Watch {
+    codec: VideoCodec,
+    stream_index: usize,
+    latest: Option<Keyframe>,
+    kf_seq: u64,
+    last_kf_at: Instant,
+    last_kf_ts: Option<f64>,
+    kf_interval: Option<Duration>,
+    rates: Rates,
+    /// Inspect the SPS of the first keyframe and after every parameter change.
+    check_sps: bool,
+}
+
+impl Watch {
+    fn new(opened: &session::Opened) -> Self {
+        Watch {
+            codec: opened.video_codec,
+            stream_index: opened.stream_index,
+            latest: None,
+            kf_seq: 0,
+            last_kf_at: Instant::now(),
+            last_kf_ts: None,
+            kf_interval: None,
+            rates: Rates::new(),
+            check_sps: opened.video_codec == VideoCodec::H264,
+        }
+    }
+
+    /// A camera that sends no keyframe for this long is redialed.
+    fn watchdog(&self) -> Duration {
+        self.kf_interval
+            .map_or(Duration::from_secs(10), |i| i * 2)
+            .max(Duration::from_secs(10))
+    }
+
+    fn on_item(
+        &mut self,
+        item: CodecItem,
+        demuxed: &retina::client::Demuxed,
+        status: &watch::Sender<CameraStatus>,
+    ) -> Result<(), SourceError> {
+        let CodecItem::VideoFrame(frame) = item else {
+            return Ok(());
+        };
+        if frame.stream_id() != self.stream_index {
+            return Ok(());
+        }
+        self.rates.count(frame.data().len(), status);
+        if frame.has_new_parameters() {
+            self.check_sps = self.codec == VideoCodec::H264;
+            if let Some(ParametersRef::Video(v)) = demuxed.streams()[self.stream_index].parameters()
+            {
+                let dims = v.pixel_dimensions();
+                status.send_modify(|s| s.dims = Some(dims));
+            }
+        }
+        if !frame.is_random_access_point() {
+            return Ok(());
+        }
+        if self.codec == VideoCodec::H264 {
+            let ts = frame.timestamp().elapsed_secs();
+            if let Some(prev) = self.last_kf_ts {
+                if ts > prev && ts - prev < 60.0 {
+                    self.kf_interval = Some(Duration::from_secs_f64(ts - prev));
+                }
+            }
+            self.last_kf_ts = Some(ts);
+        }
+        self.last_kf_at = Instant::now();
+        let loss = frame.loss();
+        let kf_interval = self.kf_interval;
+        status.send_modify(|s| {
+            s.keyframes_seen += 1;
+            s.keyframe_interval = kf_interval;
+            if loss > 0 {
+                s.keyframes_skipped += 1;
+            }
+        });
+        if loss > 0 {
+            // Never decode a keyframe with holes: it would smear.
+            debug!(lost_packets = loss, "keyframe skipped: packets lost");
+            return Ok(());
+        }
+        if self.check_sps {
+            // Interlaced streams can never be decoded: say so once, as a
+            // state, instead of failing every still.
+            if let Err(e @ KeyframeError::Interlaced) = crate::keyframe::inspect(frame.data()) {
+                return Err(SourceError::Unsupported(e.to_string()));
+            }
+            self.check_sps = false;
+        }
+        self.kf_seq += 1;
+        self.latest = Some(Keyframe {
+            data: Bytes::from(frame.into_data()),
+            received_at: SystemTime::now(),
+            seq: self.kf_seq,
+        });
+        Ok(())
+    }
+}
+
 /// Reads one playing session until it fails or shutdown. Returns `Ok` only
 /// on shutdown, after finishing the still in flight.
 async fn stream(
@@ -302,25 +448,16 @@ async fn stream(
     let interval = task.config.interval;
     let codec = opened.video_codec;
     let mut shutdown = task.shutdown.clone();
-    let mut latest: Option<Keyframe> = None;
-    let mut kf_seq: u64 = 0;
+    let mut seen = Watch::new(&opened);
     let mut last_used: u64 = 0;
     let mut next_due = Instant::now();
+    let mut next_read = Instant::now();
     let mut in_flight: Option<InFlight> = None;
-    let mut last_kf_at = Instant::now();
-    let mut last_kf_ts: Option<f64> = None;
-    let mut kf_interval: Option<Duration> = None;
-    let mut rates = Rates::new();
-    // Inspect the SPS of the first keyframe and after every parameter change.
-    let mut check_sps = codec == VideoCodec::H264;
 
     loop {
-        // The watchdog: a camera whose connection looks fine but which sends
-        // no keyframe (frozen encoder, half-dead NVR) gets redialed.
-        let watchdog = kf_interval
-            .map_or(Duration::from_secs(10), |i| i * 2)
-            .max(Duration::from_secs(10));
-        let want_still = latest.as_ref().is_some_and(|k| k.seq > last_used) && in_flight.is_none();
+        let watchdog = seen.watchdog();
+        let want_still =
+            seen.latest.as_ref().is_some_and(|k| k.seq > last_used) && in_flight.is_none();
         tokio::select! {
             biased;
             _ = crate::stopping(&mut shutdown) => {
@@ -334,80 +471,32 @@ async fn stream(
                 publish(task, name, r, f.captured_at, status, stills);
             }
             _ = tokio::time::sleep_until(next_due), if want_still => {}
-            _ = tokio::time::sleep_until(last_kf_at + watchdog) => {
+            _ = tokio::time::sleep_until(seen.last_kf_at + watchdog) => {
                 return Err(SourceError::Stalled(format!(
                     "no keyframe for {}s although the connection is open; reconnecting",
                     watchdog.as_secs()
                 )));
             }
-            item = tokio::time::timeout(task.timeout, opened.demuxed.next()) => {
-                let item = match item {
-                    Err(_) => return Err(SourceError::Stalled(format!(
+            (items, end) = read_batch(&mut opened.demuxed, next_read, task.timeout) => {
+                for item in items {
+                    seen.on_item(item, &opened.demuxed, status)?;
+                }
+                match end {
+                    None => {}
+                    Some(ReadEnd::Silent) => return Err(SourceError::Stalled(format!(
                         "the camera sent nothing for {}s; reconnecting", task.timeout.as_secs()
                     ))),
-                    Ok(None) => return Err(SourceError::Other("the camera ended the stream".into())),
-                    Ok(Some(Err(e))) => return Err(SourceError::from_retina(&e, task.config.credentials.as_ref())),
-                    Ok(Some(Ok(item))) => item,
-                };
-                let CodecItem::VideoFrame(frame) = item else { continue };
-                if frame.stream_id() != opened.stream_index {
-                    continue;
+                    Some(ReadEnd::Ended) => return Err(SourceError::Other("the camera ended the stream".into())),
+                    Some(ReadEnd::Error(e)) => return Err(SourceError::from_retina(&e, task.config.credentials.as_ref())),
                 }
-                rates.count(frame.data().len(), status);
-                if frame.has_new_parameters() {
-                    check_sps = codec == VideoCodec::H264;
-                    if let Some(ParametersRef::Video(v)) =
-                        opened.demuxed.streams()[opened.stream_index].parameters()
-                    {
-                        let dims = v.pixel_dimensions();
-                        status.send_modify(|s| s.dims = Some(dims));
-                    }
-                }
-                if !frame.is_random_access_point() {
-                    continue;
-                }
-                if codec == VideoCodec::H264 {
-                    let ts = frame.timestamp().elapsed_secs();
-                    if let Some(prev) = last_kf_ts {
-                        if ts > prev && ts - prev < 60.0 {
-                            kf_interval = Some(Duration::from_secs_f64(ts - prev));
-                        }
-                    }
-                    last_kf_ts = Some(ts);
-                }
-                last_kf_at = Instant::now();
-                let loss = frame.loss();
-                status.send_modify(|s| {
-                    s.keyframes_seen += 1;
-                    s.keyframe_interval = kf_interval;
-                    if loss > 0 { s.keyframes_skipped += 1; }
-                });
-                if loss > 0 {
-                    // Never decode a keyframe with holes: it would smear.
-                    debug!(lost_packets = loss, "keyframe skipped: packets lost");
-                    continue;
-                }
-                if check_sps {
-                    // Interlaced streams can never be decoded: say so once,
-                    // as a state, instead of failing every still.
-                    if let Err(e @ KeyframeError::Interlaced) = crate::keyframe::inspect(frame.data()) {
-                        return Err(SourceError::Unsupported(e.to_string()));
-                    }
-                    check_sps = false;
-                }
-                kf_seq += 1;
-                latest = Some(Keyframe {
-                    data: Bytes::from(frame.into_data()),
-                    received_at: SystemTime::now(),
-                    seq: kf_seq,
-                });
+                next_read = Instant::now() + READ_BATCH;
             }
         }
         // Start a still when one is due and a keyframe newer than the last
         // still is at hand. Keyframes that are not due are never decoded.
         let now = Instant::now();
         if in_flight.is_none() && now >= next_due {
-            if let Some(kf) = latest.as_ref().filter(|k| k.seq > last_used) {
+            if let Some(kf) = seen.latest.as_ref().filter(|k| k.seq > last_used) {
                 last_used = kf.seq;
                 next_due += interval;
                 if next_due <= now {
