@@ -91,11 +91,37 @@ pub struct DirSinkConfig {
     pub history: usize,
 }
 
+/// The `[sink.cloudflare_kv]` table: stills pushed to Cloudflare Workers KV.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvSinkConfig {
+    /// Cloudflare account id.
+    pub account_id: String,
+    /// Workers KV namespace id.
+    pub namespace_id: String,
+    /// API token with "Workers KV Storage: Edit".
+    pub api_token: Secret,
+    /// Where the token came from (`api_token_env CF_API_TOKEN`), for messages.
+    pub token_source: String,
+    /// REST API base, `https://api.cloudflare.com/client/v4` unless a test or
+    /// proxy says otherwise.
+    pub api_base: Url,
+    /// Keep `history/<camera>/<time>` keys for this long (>= 60 s); none if unset.
+    pub history_ttl: Option<Duration>,
+    /// Upload an unchanged scene at least this often, so ages stay honest.
+    pub max_quiet: Duration,
+    /// Least time between two uploads of one camera; every still if unset.
+    pub upload_interval: Option<Duration>,
+    /// Scene change (mean luma difference per cell, 0-255) that counts as changed.
+    pub change_threshold: f64,
+}
+
 /// Where stills go besides the in-memory store, which always exists.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SinksConfig {
     /// `[sink.dir]`, if configured.
     pub dir: Option<DirSinkConfig>,
+    /// `[sink.cloudflare_kv]`, if configured.
+    pub cloudflare_kv: Option<KvSinkConfig>,
 }
 
 /// The whole configuration of a daemon.
@@ -301,6 +327,9 @@ impl Config {
                 };
                 sinks.dir = Some(DirSinkConfig { path, history });
             }
+            if let Some(kv) = &sink.cloudflare_kv {
+                sinks.cloudflare_kv = Some(ctx.kv_sink(kv, base)?);
+            }
         }
 
         Ok(Config {
@@ -397,6 +426,21 @@ struct RawNvr {
 #[serde(deny_unknown_fields)]
 struct RawSinks {
     dir: Option<RawDirSink>,
+    cloudflare_kv: Option<RawKvSink>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKvSink {
+    account_id: Spanned<String>,
+    namespace_id: Spanned<String>,
+    api_token_env: Option<Spanned<String>>,
+    api_token_file: Option<Spanned<String>>,
+    api_base: Option<Spanned<String>>,
+    history_ttl: Option<Spanned<String>>,
+    max_quiet: Option<Spanned<String>>,
+    upload_interval: Option<Spanned<String>>,
+    change_threshold: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -453,6 +497,129 @@ impl Ctx<'_> {
                 format!("{key} = \"{}\" is not a valid duration: {e}", s.get_ref()),
                 "write a duration with a unit, such as \"5s\", \"500ms\" or \"1m 30s\"",
             )
+        })
+    }
+
+    fn kv_sink(&self, kv: &RawKvSink, base: &Path) -> Result<KvSinkConfig, ConfigError> {
+        let id = |s: &Spanned<String>, what: &str| {
+            let v = s.get_ref();
+            if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric()) {
+                Err(self.err(
+                    s.span(),
+                    format!("{what} \"{v}\" does not look like a Cloudflare id"),
+                    "copy it from the Cloudflare dashboard (a 32-character hex string)",
+                ))
+            } else {
+                Ok(v.clone())
+            }
+        };
+        let (api_token, token_source) = match (&kv.api_token_env, &kv.api_token_file) {
+            (Some(_), Some(f)) => {
+                return Err(self.err(
+                    f.span(),
+                    "both api_token_env and api_token_file are set",
+                    "keep one of them",
+                ))
+            }
+            (Some(var), None) => {
+                match std::env::var(var.get_ref()) {
+                    Ok(t) if !t.trim().is_empty() => (
+                        Secret::new(t.trim()),
+                        format!("api_token_env {}", var.get_ref()),
+                    ),
+                    _ => return Err(self.err(
+                        var.span(),
+                        format!("environment variable {} is not set", var.get_ref()),
+                        "export the Cloudflare API token there (for systemd: an EnvironmentFile=)",
+                    )),
+                }
+            }
+            (None, Some(f)) => match std::fs::read_to_string(base.join(f.get_ref())) {
+                Ok(t) => (
+                    Secret::new(t.trim()),
+                    format!("api_token_file {}", f.get_ref()),
+                ),
+                Err(e) => {
+                    return Err(self.err(
+                        f.span(),
+                        format!("cannot read api_token_file {}: {e}", f.get_ref()),
+                        "check the path and that the rtsnap user may read it",
+                    ))
+                }
+            },
+            (None, None) => {
+                return Err(ConfigError {
+                    file: self.file.to_owned(),
+                    line: Some(self.line_of(kv.account_id.span().start)),
+                    message: "[sink.cloudflare_kv] has no API token".into(),
+                    help: "set api_token_env = \"CF_API_TOKEN\" (or api_token_file) to a token \
+                           with Workers KV Storage: Edit"
+                        .into(),
+                })
+            }
+        };
+        let api_base = match &kv.api_base {
+            Some(u) => {
+                let url = Url::parse(u.get_ref()).map_err(|e| {
+                    self.err(
+                        u.span(),
+                        format!("api_base is not a URL: {e}"),
+                        "leave it out to use Cloudflare's API",
+                    )
+                })?;
+                if !matches!(url.scheme(), "https" | "http") {
+                    return Err(self.err(
+                        u.span(),
+                        "api_base must be an http(s) URL",
+                        "leave it out to use Cloudflare's API",
+                    ));
+                }
+                url
+            }
+            None => Url::parse("https://api.cloudflare.com/client/v4").expect("valid URL"),
+        };
+        let history_ttl = match &kv.history_ttl {
+            Some(t) => {
+                let d = self.duration(t, "history_ttl")?;
+                if d < Duration::from_secs(60) {
+                    return Err(self.err(
+                        t.span(),
+                        "history_ttl is shorter than 60 s",
+                        "Workers KV refuses expirations under 60 s; use e.g. \"1d\"",
+                    ));
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        let change_threshold = match &kv.change_threshold {
+            Some(t) if !(0.0..=255.0).contains(t.get_ref()) => {
+                return Err(self.err(
+                    t.span(),
+                    "change_threshold must be between 0 and 255",
+                    "2.0 skips noise but not a parcel on the porch; 0 uploads every still",
+                ))
+            }
+            Some(t) => *t.get_ref(),
+            None => 2.0,
+        };
+        Ok(KvSinkConfig {
+            account_id: id(&kv.account_id, "account_id")?,
+            namespace_id: id(&kv.namespace_id, "namespace_id")?,
+            api_token,
+            token_source,
+            api_base,
+            history_ttl,
+            max_quiet: match &kv.max_quiet {
+                Some(d) => self.duration(d, "max_quiet")?,
+                None => Duration::from_secs(60),
+            },
+            upload_interval: kv
+                .upload_interval
+                .as_ref()
+                .map(|d| self.duration(d, "upload_interval"))
+                .transpose()?,
+            change_threshold,
         })
     }
 

@@ -16,7 +16,7 @@ use tracing::warn;
 
 use crate::config::Config;
 use crate::decode::DecoderPool;
-use crate::sink::{run_sink, DirSink, Sink, SinkStatus};
+use crate::sink::{run_sink, CloudflareKvSink, DirSink, Sink, SinkStatus};
 use crate::source::{spawn_camera, CameraStatus, CameraTask};
 use crate::Store;
 
@@ -47,6 +47,9 @@ impl Daemon {
         let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
         if let Some(dir) = &config.sinks.dir {
             sinks.push(Arc::new(DirSink::new(dir)));
+        }
+        if let Some(kv) = &config.sinks.cloudflare_kv {
+            sinks.push(Arc::new(CloudflareKvSink::new(kv)));
         }
         sinks.extend(extra_sinks);
         let sinks = sinks

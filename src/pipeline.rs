@@ -21,6 +21,58 @@ pub enum VideoCodec {
     Mjpeg,
 }
 
+/// A 32 x 18 grid of mean luma values: enough to tell whether a scene
+/// changed (a parcel on the porch, lights on) and blind to sensor noise,
+/// which averages out over each cell. Computed from the decoded picture for
+/// free while it is in cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fingerprint(pub std::sync::Arc<[u8]>);
+
+impl Fingerprint {
+    /// Grid columns.
+    pub const COLS: usize = 32;
+    /// Grid rows.
+    pub const ROWS: usize = 18;
+
+    /// Samples every 4th pixel of every 2nd row of each cell.
+    pub fn of(pic: &crate::decode::Yuv420<'_>) -> Fingerprint {
+        let mut cells = Vec::with_capacity(Self::COLS * Self::ROWS);
+        for r in 0..Self::ROWS {
+            let (y0, y1) = (
+                r * pic.height / Self::ROWS,
+                (r + 1) * pic.height / Self::ROWS,
+            );
+            for c in 0..Self::COLS {
+                let (x0, x1) = (c * pic.width / Self::COLS, (c + 1) * pic.width / Self::COLS);
+                let (mut sum, mut n) = (0u32, 0u32);
+                for y in (y0..y1).step_by(2) {
+                    let row = &pic.y[y * pic.y_stride..];
+                    for x in (x0..x1).step_by(4) {
+                        sum += row[x] as u32;
+                        n += 1;
+                    }
+                }
+                cells.push(sum.checked_div(n).unwrap_or(0) as u8);
+            }
+        }
+        Fingerprint(cells.into())
+    }
+
+    /// Mean absolute difference per cell, 0-255.
+    pub fn distance(&self, other: &Fingerprint) -> f64 {
+        if self.0.len() != other.0.len() || self.0.is_empty() {
+            return 255.0;
+        }
+        let sum: u32 = self
+            .0
+            .iter()
+            .zip(other.0.iter())
+            .map(|(a, b)| a.abs_diff(*b) as u32)
+            .sum();
+        sum as f64 / self.0.len() as f64
+    }
+}
+
 /// A JPEG made from one keyframe, with what it cost.
 #[derive(Clone, Debug)]
 pub struct EncodedStill {
@@ -34,6 +86,8 @@ pub struct EncodedStill {
     pub decode_time: Duration,
     /// Time spent encoding the JPEG.
     pub encode_time: Duration,
+    /// Scene fingerprint, when the picture was decoded here.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// Why a keyframe did not become a still. The camera keeps its previous still.
@@ -72,6 +126,7 @@ pub fn jpeg_passthrough(jpeg: Bytes) -> Result<EncodedStill, StillError> {
         height,
         decode_time: Duration::ZERO,
         encode_time: Duration::ZERO,
+        fingerprint: None,
     })
 }
 
@@ -84,10 +139,11 @@ pub fn keyframe_to_jpeg(
     let info = inspect(annexb)?;
     let dims = (info.width as usize, info.height as usize);
     let started = Instant::now();
-    let (jpeg, width, height, decode_time) =
+    let (jpeg, width, height, decode_time, fingerprint) =
         pool.decode(annexb, Some(dims), info.full_range, |pic| {
             let decode_time = started.elapsed();
-            encode_jpeg(&pic, quality).map(|j| (j, pic.width, pic.height, decode_time))
+            let fingerprint = Fingerprint::of(&pic);
+            encode_jpeg(&pic, quality).map(|j| (j, pic.width, pic.height, decode_time, fingerprint))
         })??;
     Ok(EncodedStill {
         jpeg: Bytes::from(jpeg),
@@ -95,5 +151,6 @@ pub fn keyframe_to_jpeg(
         height: height as u32,
         decode_time,
         encode_time: started.elapsed() - decode_time,
+        fingerprint: Some(fingerprint),
     })
 }

@@ -76,5 +76,7 @@ pub async fn snap(
         height: still.height,
         jpeg: still.jpeg,
         seq: 1,
+        fingerprint: still.fingerprint,
+        interval: Duration::ZERO,
     })
 }

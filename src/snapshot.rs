@@ -24,6 +24,11 @@ pub struct Snapshot {
     /// Increases by one with every still of this camera, so consumers can tell
     /// a new still from one they already have without comparing bytes.
     pub seq: u64,
+    /// A tiny luma thumbnail (see [`crate::pipeline::Fingerprint`]) to tell
+    /// cheaply whether the scene changed; `None` for MJPEG pass-through.
+    pub fingerprint: Option<crate::pipeline::Fingerprint>,
+    /// The camera's still interval, for viewers that flag stale stills.
+    pub interval: std::time::Duration,
 }
 
 impl Snapshot {

@@ -136,6 +136,8 @@ mod tests {
             height: 1,
             jpeg: bytes::Bytes::from_static(b"x"),
             seq,
+            fingerprint: None,
+            interval: std::time::Duration::from_secs(5),
         }
     }
 

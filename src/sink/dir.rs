@@ -134,6 +134,8 @@ mod tests {
                 height: 1,
                 jpeg: bytes::Bytes::from(vec![i as u8; 3]),
                 seq: i,
+                fingerprint: None,
+                interval: Duration::from_secs(5),
             };
             write_blocking(dir.path(), 3, &s).unwrap();
         }

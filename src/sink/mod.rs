@@ -16,6 +16,7 @@
 //! * **Shutdown flushes.** On shutdown the task makes one last attempt at
 //!   whatever is pending, then returns.
 
+pub mod cloudflare_kv;
 pub mod dir;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +30,7 @@ use tracing::{info, warn};
 
 use crate::{Snapshot, Store};
 
+pub use cloudflare_kv::CloudflareKvSink;
 pub use dir::DirSink;
 
 /// A destination for stills.
@@ -43,6 +45,17 @@ pub trait Sink: Send + Sync + 'static {
     ///
     /// Never called concurrently for one sink.
     fn write<'a>(&'a self, batch: &'a [Snapshot]) -> BoxFuture<'a, Vec<(Arc<str>, SinkError)>>;
+
+    /// Least time between two `write` calls; stills arriving meanwhile wait
+    /// and go in the next batch. Zero (the default) writes as stills come.
+    fn pacing(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// Stills the sink chose not to store (e.g. an unchanged scene), so far.
+    fn skipped(&self) -> u64 {
+        0
+    }
 }
 
 /// A failed write, in words a user can act on.
@@ -74,6 +87,8 @@ pub struct SinkStatus {
     pub writes: u64,
     /// Failed attempts.
     pub errors: u64,
+    /// Stills deliberately not stored (unchanged scene, upload interval).
+    pub skipped: u64,
     /// Cameras whose last attempt failed, with the error.
     pub failing: BTreeMap<String, String>,
 }
@@ -98,8 +113,9 @@ pub async fn run_sink(
     status.send_modify(|s| s.name = sink.name().to_owned());
     let mut sub = store.subscribe();
     let mut pending: HashMap<Arc<str>, Pending> = HashMap::new();
+    let mut next_write = Instant::now();
     loop {
-        let next_retry = pending.values().map(|p| p.not_before).min();
+        let next_retry = pending.values().map(|p| p.not_before.max(next_write)).min();
         tokio::select! {
             fresh = sub.next() => {
                 for s in fresh {
@@ -121,7 +137,9 @@ pub async fn run_sink(
                 return;
             }
         }
-        write_due(&*sink, &mut pending, &status).await;
+        if Instant::now() >= next_write && write_due(&*sink, &mut pending, &status).await {
+            next_write = Instant::now() + sink.pacing();
+        }
     }
 }
 
@@ -132,11 +150,12 @@ async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
+/// Writes every due still in one batch; false when nothing was due.
 async fn write_due(
     sink: &dyn Sink,
     pending: &mut HashMap<Arc<str>, Pending>,
     status: &watch::Sender<SinkStatus>,
-) {
+) -> bool {
     let now = Instant::now();
     let batch: Vec<Snapshot> = pending
         .values()
@@ -144,7 +163,7 @@ async fn write_due(
         .map(|p| p.snapshot.clone())
         .collect();
     if batch.is_empty() {
-        return;
+        return false;
     }
     let failed: HashMap<Arc<str>, SinkError> = sink.write(&batch).await.into_iter().collect();
     for s in &batch {
@@ -172,11 +191,16 @@ async fn write_due(
             warn!(camera = %camera, sink = sink.name(), retry_in = ?backoff, "{}", e.message);
         }
     }
-    let (ok, err) = (batch.len() - failed.len(), failed.len());
+    // Stills the sink skipped on purpose were accepted but not written.
+    let skipped_total = sink.skipped();
+    let skipped_now = skipped_total.saturating_sub(status.borrow().skipped);
+    let accepted = (batch.len() - failed.len()) as u64;
     status.send_modify(|s| {
-        s.writes += ok as u64;
-        s.errors += err as u64;
+        s.skipped = skipped_total;
+        s.writes += accepted.saturating_sub(skipped_now);
+        s.errors += failed.len() as u64;
     });
+    true
 }
 
 /// Updates a camera's failure entry; true when it changed.
@@ -245,6 +269,8 @@ mod tests {
             height: 1,
             jpeg: bytes::Bytes::from_static(b"x"),
             seq,
+            fingerprint: None,
+            interval: Duration::from_secs(5),
         }
     }
 

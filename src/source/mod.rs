@@ -564,6 +564,8 @@ fn publish(
                 height: still.height,
                 jpeg: still.jpeg,
                 seq: *stills,
+                fingerprint: still.fingerprint,
+                interval: task.config.interval,
             });
         }
         Ok(Err(e)) => {
