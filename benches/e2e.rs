@@ -23,6 +23,8 @@
 //! `now - mtime(<camera>.jpg)`: how old the picture a reader would get is.
 //!
 //! The table goes to stdout and the numbers to `<target>/bench-e2e.json`.
+//! `RTSNAP_BIN=path` measures that rtsnap binary instead of the one cargo
+//! built beside this bench (see `scripts/bench`).
 //! Absolute numbers depend on the machine and on whatever else runs on it.
 
 use std::collections::BTreeMap;
@@ -418,9 +420,20 @@ impl FixtureInfo {
     }
 }
 
-/// The release `rtsnap` binary: beside this bench's `deps/` folder, built if
-/// missing.
+/// The `rtsnap` binary to measure: `$RTSNAP_BIN` if set (scripts/bench sets
+/// it to a plain `cargo build --release` binary), else the one beside this
+/// bench's `deps/` folder, built if missing. The latter is what `cargo bench`
+/// built, with the features that dev-dependencies turn on in shared crates
+/// (e.g. tokio's test-util).
 fn rtsnap_binary() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("RTSNAP_BIN") {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(format!("RTSNAP_BIN={} is not a file", bin.display()))
+        };
+    }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this bench: {e}"))?;
     // <target>/release/deps/e2e-<hash> -> <target>/release/rtsnap
     let profile_dir = exe
