@@ -497,11 +497,15 @@ async fn stream(
         let now = Instant::now();
         if in_flight.is_none() && now >= next_due {
             if let Some(kf) = seen.latest.as_ref().filter(|k| k.seq > last_used) {
+                // The cadence starts at this camera's first still, so cameras
+                // that connected together do not all decode at the same
+                // moment; later stills keep to it without drifting.
+                next_due = if last_used == 0 || next_due + interval <= now {
+                    now + interval
+                } else {
+                    next_due + interval
+                };
                 last_used = kf.seq;
-                next_due += interval;
-                if next_due <= now {
-                    next_due = now + interval;
-                }
                 let pool = task.pool.clone();
                 let data = kf.data.clone();
                 let quality = task.quality;
