@@ -34,13 +34,13 @@ function ageText(ms) {
   return `${Math.round(h / 24)} d ago`;
 }
 
-/** @param {import('./index.js').CameraInfo} cam */
+/** @param {import('./cameras.js').CameraInfo} cam */
 function imgSrc(cam) {
   const base = `/img/${encodeURIComponent(cam.name)}`;
   return cam.captured_ms === null ? base : `${base}?v=${cam.captured_ms}`;
 }
 
-/** @param {import('./index.js').CameraInfo} cam */
+/** @param {import('./cameras.js').CameraInfo} cam */
 function renderCard(cam) {
   const name = escapeHtml(cam.name);
   const w = cam.width || 16;
@@ -229,7 +229,7 @@ const SCRIPT = `
 `;
 
 /**
- * @param {{ cameras: import('./index.js').CameraInfo[], nowMs: number, nonce: string }} p
+ * @param {{ cameras: import('./cameras.js').CameraInfo[], nowMs: number, nonce: string }} p
  */
 export function renderPage({ cameras, nowMs, nonce }) {
   const n = escapeHtml(nonce);
