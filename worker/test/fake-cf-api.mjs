@@ -244,6 +244,7 @@ export async function startFakeCfApi({ kv, account, namespace, token, port = 0, 
         opts: { ...checkExpiry(it.expiration, it.expiration_ttl), metadata: checkMetadata(it.metadata) },
       };
     });
+    // In order, so that the last item wins when a key repeats.
     for (const w of writes) {
       await kv.put(w.key, new Uint8Array(w.value), clean(w.opts));
       stats.keys_written++;
