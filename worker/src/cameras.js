@@ -61,7 +61,9 @@ export async function listCameras(env, nowMs) {
     if (result.list_complete || !result.cursor) break;
     cursor = result.cursor;
   }
-  cameras.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  // Case-insensitive, ties broken by code point so the order is total and stable.
+  const cmp = (x, y) => (x < y ? -1 : x > y ? 1 : 0);
+  cameras.sort((a, b) => cmp(a.name.toLowerCase(), b.name.toLowerCase()) || cmp(a.name, b.name));
   return cameras;
 }
 
