@@ -20,7 +20,9 @@
 //!
 //! Keys: `latest/<camera>` and, with `history_ttl`, `history/<camera>/<UTC
 //! time>` expiring after it. Metadata (<= 1024 bytes): camera, capture time in
-//! ms, width, height, content type, byte length, still interval in ms.
+//! ms, width, height, content type, byte length, and `interval_ms`, the
+//! longest gap between uploads the sink intends (the still interval, or
+//! `max_quiet` when unchanged scenes are skipped) for the viewer's stale mark.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -127,6 +129,15 @@ impl CloudflareKvSink {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64;
+        // The longest gap between uploads this sink intends: the viewer flags
+        // a camera stale after three of them. An unchanged scene is only
+        // re-sent every max_quiet, so that is the gap when skipping is on.
+        let mut gap = s
+            .interval
+            .max(self.config.upload_interval.unwrap_or_default());
+        if self.config.change_threshold > 0.0 {
+            gap = gap.max(self.config.max_quiet);
+        }
         let metadata = serde_json::json!({
             "camera": &*s.camera,
             "captured_ms": captured_ms,
@@ -134,7 +145,7 @@ impl CloudflareKvSink {
             "height": s.height,
             "content_type": "image/jpeg",
             "bytes": s.jpeg.len(),
-            "interval_ms": s.interval.as_millis() as u64,
+            "interval_ms": gap.as_millis() as u64,
         });
         let value = base64::engine::general_purpose::STANDARD.encode(&s.jpeg);
         let mut v = vec![serde_json::json!({
