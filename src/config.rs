@@ -513,50 +513,19 @@ impl Ctx<'_> {
                 Ok(v.clone())
             }
         };
-        let (api_token, token_source) = match (&kv.api_token_env, &kv.api_token_file) {
-            (Some(_), Some(f)) => {
-                return Err(self.err(
-                    f.span(),
-                    "both api_token_env and api_token_file are set",
-                    "keep one of them",
-                ))
-            }
-            (Some(var), None) => {
-                match std::env::var(var.get_ref()) {
-                    Ok(t) if !t.trim().is_empty() => (
-                        Secret::new(t.trim()),
-                        format!("api_token_env {}", var.get_ref()),
-                    ),
-                    _ => return Err(self.err(
-                        var.span(),
-                        format!("environment variable {} is not set", var.get_ref()),
-                        "export the Cloudflare API token there (for systemd: an EnvironmentFile=)",
-                    )),
-                }
-            }
-            (None, Some(f)) => match std::fs::read_to_string(base.join(f.get_ref())) {
-                Ok(t) => (
-                    Secret::new(t.trim()),
-                    format!("api_token_file {}", f.get_ref()),
-                ),
-                Err(e) => {
-                    return Err(self.err(
-                        f.span(),
-                        format!("cannot read api_token_file {}: {e}", f.get_ref()),
-                        "check the path and that the rtsnap user may read it",
-                    ))
-                }
-            },
-            (None, None) => {
-                return Err(ConfigError {
-                    file: self.file.to_owned(),
-                    line: Some(self.line_of(kv.account_id.span().start)),
-                    message: "[sink.cloudflare_kv] has no API token".into(),
-                    help: "set api_token_env = \"CF_API_TOKEN\" (or api_token_file) to a token \
-                           with Workers KV Storage: Edit"
-                        .into(),
-                })
-            }
+        let secret = self.secret(
+            kv.api_token_env.as_ref(),
+            kv.api_token_file.as_ref(),
+            base,
+            "api_token",
+        )?;
+        let Some((api_token, token_source)) = secret else {
+            return Err(self.err(
+                kv.account_id.span(),
+                "[sink.cloudflare_kv] has no API token",
+                "set api_token_env = \"CF_API_TOKEN\" (or api_token_file) to a token with \
+                 Workers KV Storage: Edit",
+            ));
         };
         let api_base = match &kv.api_base {
             Some(u) => {
@@ -675,6 +644,54 @@ impl Ctx<'_> {
         Ok(url)
     }
 
+    /// Reads a secret named by `<what>_env` or `<what>_file` (one of them,
+    /// or neither); returns it with where it came from, e.g.
+    /// `password_env NVR_PASSWORD`, for messages that must not show it.
+    fn secret(
+        &self,
+        env: Option<&Spanned<String>>,
+        file: Option<&Spanned<String>>,
+        base: &Path,
+        what: &str,
+    ) -> Result<Option<(Secret, String)>, ConfigError> {
+        match (env, file) {
+            (Some(_), Some(f)) => Err(self.err(
+                f.span(),
+                format!("both {what}_env and {what}_file are set"),
+                "keep one of them",
+            )),
+            (Some(var), None) => match std::env::var(var.get_ref()) {
+                Ok(v) if !v.trim().is_empty() => Ok(Some((
+                    Secret::new(v.trim_end_matches(['\r', '\n'])),
+                    format!("{what}_env {}", var.get_ref()),
+                ))),
+                _ => Err(self.err(
+                    var.span(),
+                    format!("environment variable {} is not set", var.get_ref()),
+                    &format!(
+                        "export it before starting rtsnap (for systemd: an EnvironmentFile=), \
+                         or use {what}_file"
+                    ),
+                )),
+            },
+            (None, Some(f)) => {
+                let path = base.join(f.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(v) => Ok(Some((
+                        Secret::new(v.trim_end_matches(['\r', '\n'])),
+                        format!("{what}_file {}", f.get_ref()),
+                    ))),
+                    Err(e) => Err(self.err(
+                        f.span(),
+                        format!("cannot read {what}_file {}: {e}", path.display()),
+                        "check the path and that the rtsnap user may read it",
+                    )),
+                }
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
     fn credentials(
         &self,
         username: Option<&Spanned<String>>,
@@ -683,46 +700,9 @@ impl Ctx<'_> {
         base: &Path,
         at: Range<usize>,
     ) -> Result<Option<Credentials>, ConfigError> {
-        let (password, source) = match (password_env, password_file) {
-            (Some(_), Some(f)) => {
-                return Err(self.err(
-                    f.span(),
-                    "both password_env and password_file are set",
-                    "keep one of them",
-                ))
-            }
-            (Some(var), None) => match std::env::var(var.get_ref()) {
-                Ok(p) => (
-                    Some(Secret::new(p)),
-                    format!("password_env {}", var.get_ref()),
-                ),
-                Err(_) => {
-                    return Err(self.err(
-                        var.span(),
-                        format!("environment variable {} is not set", var.get_ref()),
-                        "export it before starting rtsnap (for systemd: an EnvironmentFile=), \
-                         or use password_file",
-                    ))
-                }
-            },
-            (None, Some(f)) => {
-                let path = base.join(f.get_ref());
-                match std::fs::read_to_string(&path) {
-                    Ok(p) => (
-                        Some(Secret::new(p.trim_end_matches(['\r', '\n']))),
-                        format!("password_file {}", f.get_ref()),
-                    ),
-                    Err(e) => {
-                        return Err(self.err(
-                            f.span(),
-                            format!("cannot read password_file {}: {e}", path.display()),
-                            "check the path and that the rtsnap user may read it",
-                        ))
-                    }
-                }
-            }
-            (None, None) => (None, String::new()),
-        };
+        let (password, source) = self
+            .secret(password_env, password_file, base, "password")?
+            .map_or((None, String::new()), |(p, src)| (Some(p), src));
         match (username, password) {
             (Some(u), Some(password)) => Ok(Some(Credentials {
                 username: u.get_ref().clone(),

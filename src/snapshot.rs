@@ -63,3 +63,18 @@ impl std::fmt::Debug for Snapshot {
             .finish()
     }
 }
+
+/// A tiny still for unit tests of the store and sinks.
+#[cfg(test)]
+pub(crate) fn test_still(camera: &str, seq: u64) -> Snapshot {
+    Snapshot {
+        camera: camera.into(),
+        captured_at: SystemTime::now(),
+        width: 1,
+        height: 1,
+        jpeg: Bytes::from_static(b"x"),
+        seq,
+        fingerprint: None,
+        interval: Duration::from_secs(5),
+    }
+}

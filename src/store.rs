@@ -126,20 +126,8 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
 
-    fn snap(camera: &str, seq: u64) -> Snapshot {
-        Snapshot {
-            camera: camera.into(),
-            captured_at: SystemTime::now(),
-            width: 1,
-            height: 1,
-            jpeg: bytes::Bytes::from_static(b"x"),
-            seq,
-            fingerprint: None,
-            interval: std::time::Duration::from_secs(5),
-        }
-    }
+    use crate::snapshot::test_still as snap;
 
     #[tokio::test]
     async fn latest_wins_and_never_rolls_back() {

@@ -230,7 +230,6 @@ impl FailingExt for watch::Sender<SinkStatus> {
 mod tests {
     use super::*;
     use std::sync::Mutex;
-    use std::time::SystemTime;
 
     /// Fails every still of the cameras in `broken`; records what it stored.
     struct Flaky {
@@ -261,18 +260,7 @@ mod tests {
         }
     }
 
-    fn snap(camera: &str, seq: u64) -> Snapshot {
-        Snapshot {
-            camera: camera.into(),
-            captured_at: SystemTime::now(),
-            width: 1,
-            height: 1,
-            jpeg: bytes::Bytes::from_static(b"x"),
-            seq,
-            fingerprint: None,
-            interval: Duration::from_secs(5),
-        }
-    }
+    use crate::snapshot::test_still as snap;
 
     #[tokio::test(start_paused = true)]
     async fn one_failing_camera_does_not_stop_the_others_and_heals() {
