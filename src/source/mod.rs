@@ -294,7 +294,8 @@ impl Rates {
 /// them in one go. Waking once per RTP packet (~350/s for a 4 Mbit/s camera)
 /// costs more CPU than the depacketizing itself on a small machine; waking
 /// ten times a second costs almost nothing, and the kernel buffers 100 ms of
-/// video (~50 KB) easily. It delays a keyframe by at most this much.
+/// video (~50 KB) easily. It delays a keyframe by at most this much (but
+/// not the first one of a session, so the first still is not delayed).
 const READ_BATCH: Duration = Duration::from_millis(100);
 
 /// Waits until `not_before`, then returns the first item the stream yields
@@ -489,7 +490,11 @@ async fn stream(
                     Some(ReadEnd::Ended) => return Err(SourceError::Other("the camera ended the stream".into())),
                     Some(ReadEnd::Error(e)) => return Err(SourceError::from_retina(&e, task.config.credentials.as_ref())),
                 }
-                next_read = Instant::now() + READ_BATCH;
+                // Until the first keyframe, read as frames come: the first
+                // still should follow the first keyframe without delay.
+                if seen.kf_seq > 0 {
+                    next_read = Instant::now() + READ_BATCH;
+                }
             }
         }
         // Start a still when one is due and a keyframe newer than the last
