@@ -265,7 +265,14 @@ impl Config {
                 None => interval,
             };
             let first = nvr.first_channel.unwrap_or(1);
-            for ch in first..first + channels {
+            let Some(end) = first.checked_add(channels) else {
+                return Err(ctx.err(
+                    nvr.channels.span(),
+                    format!("first_channel {first} plus {channels} channels is out of range"),
+                    "channel numbers are small: first_channel is usually 1 (or 0)",
+                ));
+            };
+            for ch in first..end {
                 let n = ch.to_string();
                 let url_text = nvr.url.get_ref().replace("{channel}", &n);
                 let url = ctx.url(&Spanned::new(nvr.url.span(), url_text))?;
@@ -761,6 +768,19 @@ channels = 3
         assert_eq!(c.cameras[2].url.path(), "/unicast/c3/s0/live");
         assert_eq!(c.cameras[0].interval, Duration::from_secs(4));
         assert_eq!(c.quality, 80);
+    }
+
+    /// Found while writing the config fuzz target
+    /// (fuzz/artifacts/config/crash-nvr-first-channel-overflow.toml): this
+    /// overflowed (a panic with overflow checks, silently no cameras without).
+    #[test]
+    fn nvr_channel_range_overflow_is_an_error() {
+        let e = parse(
+            "[nvr]\nurl = \"rtsp://h/{channel}\"\nchannels = 2\nfirst_channel = 4294967295\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("out of range"), "{e}");
+        assert_eq!(e.line, Some(3));
     }
 
     #[test]
