@@ -94,7 +94,7 @@ fn card(out: &mut String, cam: &Value) {
         out,
         "<article class=\"cam{nostill}\" data-name=\"{name}\">\n\
          <a class=\"shot\" href=\"{path}\" target=\"_blank\" rel=\"noopener noreferrer\">\
-         <img{src} alt=\"{name}\" width=\"{w}\" height=\"{h}\" decoding=\"async\"></a>\n\
+         <img{src} alt=\"{name}\" width=\"{w}\" height=\"{h}\"></a>\n\
          <div class=\"meta\"><h2 class=\"name\">{name}</h2>\
          <span class=\"badge st-{state}\">{badge}</span></div>\n\
          <div class=\"why\"{why_hidden}>{why}</div>\n\
@@ -182,6 +182,25 @@ const SCRIPT: &str = r#"
     if (img.complete && img.naturalWidth > 0) img.dataset.loaded = '1';
     card.img = img;
   }
+  // The first still goes straight in; later ones load off-screen and replace
+  // the shown image once decoded, so a refresh never blanks a picture.
+  function swapIn(card, src) {
+    const img = card.img;
+    if (!img.getAttribute('src')) { img.src = src; return; }
+    const next = new Image();
+    next.alt = img.alt;
+    next.width = img.width; next.height = img.height;
+    next.addEventListener('load', () => {
+      if (card.img !== img || !img.isConnected) return;
+      next.dataset.loaded = '1';
+      img.replaceWith(next);
+      card.img = next;
+      card.el.classList.remove('broken');
+      next.addEventListener('error', () => { next.dataset.loaded = '0'; card.el.classList.add('broken'); });
+    }, { once: true });
+    next.addEventListener('error', () => { if (card.img === img) card.el.classList.add('broken'); }, { once: true });
+    next.src = src;
+  }
   function adopt(el, cam) {
     const card = { el, cam, shown: cam.seq };
     card.cap = el.querySelector('.cap');
@@ -199,7 +218,7 @@ const SCRIPT: &str = r#"
     a.className = 'shot'; a.href = stillPath(cam);
     a.target = '_blank'; a.rel = 'noopener noreferrer';
     const img = document.createElement('img');
-    img.alt = cam.name; img.decoding = 'async';
+    img.alt = cam.name;
     img.width = cam.width || 16; img.height = cam.height || 9;
     a.appendChild(img);
     const meta = document.createElement('div'); meta.className = 'meta';
@@ -220,7 +239,7 @@ const SCRIPT: &str = r#"
     card.cam = cam;
     if (cam.seq != null && cam.seq !== card.shown) {
       card.shown = cam.seq;
-      card.img.src = stillPath(cam) + '?v=' + cam.seq; // only a new still reloads
+      swapIn(card, stillPath(cam) + '?v=' + cam.seq); // only a new still reloads
     }
     card.el.classList.toggle('nostill', cam.seq == null);
     if (cam.width && cam.height) { card.img.width = cam.width; card.img.height = cam.height; }
