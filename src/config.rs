@@ -11,6 +11,7 @@
 //! time and kept in [`Secret`], whose `Debug` and `Display` never show them.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,6 +125,53 @@ pub struct SinksConfig {
     pub cloudflare_kv: Option<KvSinkConfig>,
 }
 
+/// The `[http]` table: the built-in viewer, status, metrics and health endpoints.
+///
+/// On a loopback address no authentication is required; on any other address
+/// [`Config::from_toml`] refuses the file unless a bearer token or a password
+/// hash is configured. When authentication is configured it applies to every
+/// request, loopback included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Address and port to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// `Authorization: Bearer <token>` accepted, if configured.
+    pub bearer_token: Option<Secret>,
+    /// Where the token came from (`bearer_token_env RTSNAP_HTTP_TOKEN`), for messages.
+    pub token_source: String,
+    /// HTTP Basic authentication against an argon2id hash, if configured.
+    pub basic: Option<BasicAuth>,
+}
+
+impl HttpConfig {
+    /// A server on `listen` without authentication (meant for loopback).
+    pub fn open(listen: SocketAddr) -> Self {
+        HttpConfig {
+            listen,
+            bearer_token: None,
+            token_source: String::new(),
+            basic: None,
+        }
+    }
+
+    /// True when requests must authenticate.
+    pub fn requires_auth(&self) -> bool {
+        self.bearer_token.is_some() || self.basic.is_some()
+    }
+}
+
+/// Basic authentication: one user, one argon2id password hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// The user name (`rtsnap` unless `username` is set).
+    pub username: String,
+    /// The PHC string, `$argon2id$v=19$m=...,t=...,p=...$salt$hash`.
+    pub password_hash: String,
+}
+
+/// The user name for basic authentication when `[http] username` is not set.
+pub const DEFAULT_HTTP_USER: &str = "rtsnap";
+
 /// The whole configuration of a daemon.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -137,6 +185,8 @@ pub struct Config {
     pub decoders: usize,
     /// Sinks.
     pub sinks: SinksConfig,
+    /// The HTTP server (`[http]`); none when the table is absent.
+    pub http: Option<HttpConfig>,
 }
 
 impl Config {
@@ -148,6 +198,7 @@ impl Config {
             timeout: DEFAULT_TIMEOUT,
             decoders: default_decoders(),
             sinks: SinksConfig::default(),
+            http: None,
         }
     }
 
@@ -339,12 +390,15 @@ impl Config {
             }
         }
 
+        let http = raw.http.as_ref().map(|h| ctx.http(h, base)).transpose()?;
+
         Ok(Config {
             cameras,
             quality,
             timeout,
             decoders,
             sinks,
+            http,
         })
     }
 }
@@ -403,6 +457,17 @@ struct RawConfig {
     camera: Vec<RawCamera>,
     nvr: Option<RawNvr>,
     sink: Option<RawSinks>,
+    http: Option<RawHttp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Spanned<String>,
+    bearer_token_env: Option<Spanned<String>>,
+    bearer_token_file: Option<Spanned<String>>,
+    password_hash: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -599,6 +664,130 @@ impl Ctx<'_> {
         })
     }
 
+    fn http(&self, h: &RawHttp, base: &Path) -> Result<HttpConfig, ConfigError> {
+        let listen: SocketAddr = h.listen.get_ref().trim().parse().map_err(|_| {
+            self.err(
+                h.listen.span(),
+                format!(
+                    "listen = \"{}\" is not an address and port",
+                    h.listen.get_ref()
+                ),
+                "write an IP address and a port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"",
+            )
+        })?;
+        const TOKEN_HELP: &str = "make a long random token (e.g. `openssl rand -hex 32`) and keep \
+                                  it there; Prometheus sends it with `authorization: {credentials: ...}`";
+        let (bearer_token, token_source) = match (&h.bearer_token_env, &h.bearer_token_file) {
+            (Some(_), Some(f)) => {
+                return Err(self.err(
+                    f.span(),
+                    "both bearer_token_env and bearer_token_file are set",
+                    "keep one of them",
+                ))
+            }
+            (Some(var), None) => match std::env::var(var.get_ref()) {
+                Ok(t) => (
+                    Some((Secret::new(t.trim()), var.span())),
+                    format!("bearer_token_env {}", var.get_ref()),
+                ),
+                Err(_) => {
+                    return Err(self.err(
+                        var.span(),
+                        format!("environment variable {} is not set", var.get_ref()),
+                        "export the token there before starting rtsnap (for systemd: put \
+                         it in /etc/rtsnap/env, which the unit reads as EnvironmentFile=)",
+                    ))
+                }
+            },
+            (None, Some(f)) => {
+                let path = base.join(f.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(t) => (
+                        Some((Secret::new(t.trim()), f.span())),
+                        format!("bearer_token_file {}", f.get_ref()),
+                    ),
+                    Err(e) => {
+                        return Err(self.err(
+                            f.span(),
+                            format!("cannot read bearer_token_file {}: {e}", path.display()),
+                            "check the path and that the rtsnap user may read it",
+                        ))
+                    }
+                }
+            }
+            (None, None) => (None, String::new()),
+        };
+        if let Some((token, span)) = &bearer_token {
+            if token.expose().len() < 16 || token.expose().chars().any(|c| c.is_whitespace()) {
+                return Err(self.err(
+                    span.clone(),
+                    format!(
+                        "the bearer token from {token_source} is too short (under 16 characters) \
+                         or contains spaces"
+                    ),
+                    TOKEN_HELP,
+                ));
+            }
+        }
+        let basic = match (&h.password_hash, &h.username) {
+            (Some(hash), user) => {
+                let phc = hash.get_ref().trim();
+                let ok = argon2::PasswordHash::new(phc)
+                    .is_ok_and(|p| p.algorithm.as_str() == "argon2id" && p.hash.is_some());
+                if !ok {
+                    return Err(self.err(
+                        hash.span(),
+                        "password_hash is not an argon2id PHC string",
+                        "make one with `rtsnap hash-password` (it reads the password from stdin) \
+                         and paste the whole $argon2id$... line in single quotes",
+                    ));
+                }
+                let username = match user {
+                    Some(u) if u.get_ref().is_empty() || u.get_ref().contains(':') => {
+                        return Err(self.err(
+                            u.span(),
+                            "username must be non-empty and must not contain ':'",
+                            "leave it out to use the user name \"rtsnap\"",
+                        ))
+                    }
+                    Some(u) => u.get_ref().clone(),
+                    None => DEFAULT_HTTP_USER.to_owned(),
+                };
+                Some(BasicAuth {
+                    username,
+                    password_hash: phc.to_owned(),
+                })
+            }
+            (None, Some(u)) => {
+                return Err(self.err(
+                    u.span(),
+                    "username is set but password_hash is not",
+                    "add password_hash = '$argon2id$...' (make it with `rtsnap hash-password`)",
+                ))
+            }
+            (None, None) => None,
+        };
+        let http = HttpConfig {
+            listen,
+            bearer_token: bearer_token.map(|(t, _)| t),
+            token_source,
+            basic,
+        };
+        if !listen.ip().is_loopback() && !http.requires_auth() {
+            return Err(self.err(
+                h.listen.span(),
+                format!(
+                    "listen = \"{listen}\" is reachable from other machines, but no authentication \
+                     is configured"
+                ),
+                "listen on 127.0.0.1 (e.g. behind a reverse proxy), or set \
+                 bearer_token_env = \"RTSNAP_HTTP_TOKEN\" (or bearer_token_file), or \
+                 password_hash = '$argon2id$...' from `rtsnap hash-password` for browser logins",
+            ));
+        }
+        Ok(http)
+    }
+
     fn name(&self, s: &Spanned<String>) -> Result<String, ConfigError> {
         let name = s.get_ref();
         let ok = !name.is_empty()
@@ -750,6 +939,31 @@ mod tests {
             source: "env X".into(),
         };
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn http_needs_auth_off_loopback() {
+        let cam = "[[camera]]\nname = \"a\"\nurl = \"rtsp://h/\"\n";
+        let c = parse(&format!("{cam}[http]\nlisten = \"127.0.0.1:8080\"\n")).unwrap();
+        let h = c.http.unwrap();
+        assert_eq!(h.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(!h.requires_auth());
+        assert!(parse(cam).unwrap().http.is_none());
+
+        let e = parse(&format!("{cam}[http]\nlisten = \"0.0.0.0:8080\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("no authentication"), "{e}");
+        assert!(e.help.contains("bearer_token_env"), "{e}");
+
+        let e = parse(&format!("{cam}[http]\nlisten = \"localhost\"\n")).unwrap_err();
+        assert!(e.message.contains("not an address"), "{e}");
+
+        let e = parse(&format!(
+            "{cam}[http]\nlisten = \"0.0.0.0:8080\"\npassword_hash = \"hunter2\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(e.message.contains("argon2id"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! thing is given [`SHUTDOWN_GRACE`]; whatever is still running then is
 //! aborted, so a hung camera cannot keep systemd waiting.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,20 +30,48 @@ pub struct Daemon {
     shutdown: watch::Sender<bool>,
     cameras: Vec<(watch::Receiver<CameraStatus>, JoinHandle<()>)>,
     sinks: Vec<(watch::Receiver<SinkStatus>, JoinHandle<()>)>,
+    http: Option<(SocketAddr, JoinHandle<()>)>,
     pool: Arc<DecoderPool>,
 }
 
 impl Daemon {
-    /// Starts the cameras and the sinks the configuration names. Must be
-    /// called inside a tokio runtime.
+    /// Starts the cameras, the sinks and the HTTP server the configuration
+    /// names. Must be called inside a tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If the `[http]` address cannot be bound; [`Daemon::try_start`] returns
+    /// that error instead.
     pub fn start(config: Config) -> Daemon {
         Daemon::start_with_sinks(config, Vec::new())
     }
 
     /// Like [`Daemon::start`], plus sinks of the caller's own.
     pub fn start_with_sinks(config: Config, extra_sinks: Vec<Arc<dyn Sink>>) -> Daemon {
-        let store = Store::new();
+        Daemon::try_start(config, extra_sinks)
+            .unwrap_or_else(|e| panic!("cannot start the HTTP server: {e}"))
+    }
+
+    /// Like [`Daemon::start_with_sinks`], but a listen address that cannot
+    /// be bound (in use, not permitted) is an error, not a panic. Nothing is
+    /// left running when it fails.
+    pub fn try_start(
+        config: Config,
+        extra_sinks: Vec<Arc<dyn Sink>>,
+    ) -> Result<Daemon, std::io::Error> {
         let (shutdown, shutdown_rx) = watch::channel(false);
+        // Bind first: a taken port fails the start before any camera dials.
+        let listener = match &config.http {
+            Some(h) => {
+                let l = std::net::TcpListener::bind(h.listen).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", h.listen))
+                })?;
+                let addr = l.local_addr()?;
+                Some((l, addr))
+            }
+            None => None,
+        };
+        let store = Store::new();
         let pool = Arc::new(DecoderPool::new(config.decoders));
         let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
         if let Some(dir) = &config.sinks.dir {
@@ -59,7 +88,7 @@ impl Daemon {
                 let task = tokio::spawn(run_sink(s, store.clone(), shutdown_rx.clone(), tx));
                 (rx, task)
             })
-            .collect();
+            .collect::<Vec<_>>();
         let cameras = config
             .cameras
             .iter()
@@ -73,14 +102,38 @@ impl Daemon {
                     shutdown: shutdown_rx.clone(),
                 })
             })
-            .collect();
-        Daemon {
+            .collect::<Vec<_>>();
+        let http = match (listener, &config.http) {
+            (Some((listener, addr)), Some(h)) => {
+                let state = crate::http::HttpState {
+                    store: store.clone(),
+                    cameras: cameras
+                        .iter()
+                        .zip(&config.cameras)
+                        .map(|((rx, _), c)| (rx.clone(), c.interval))
+                        .collect(),
+                    sinks: sinks.iter().map(|(rx, _)| rx.clone()).collect(),
+                    auth: crate::http::auth::Auth::new(h),
+                };
+                let task = tokio::spawn(crate::http::serve(listener, state, shutdown_rx.clone()));
+                Some((addr, task))
+            }
+            _ => None,
+        };
+        Ok(Daemon {
             store,
             shutdown,
             cameras,
             sinks,
+            http,
             pool,
-        }
+        })
+    }
+
+    /// The address the HTTP server listens on (with the real port when the
+    /// configuration asked for port 0), if it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(a, _)| *a)
     }
 
     /// The latest-still store.
@@ -120,6 +173,16 @@ impl Daemon {
         }
         for (_, h) in self.sinks {
             wait_or_abort(h, deadline, "sink").await;
+        }
+        if let Some((_, h)) = self.http {
+            // Idle keep-alive connections must not hold the shutdown up.
+            let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+            wait_or_abort(
+                h,
+                deadline.min(soon).max(tokio::time::Instant::now()),
+                "http",
+            )
+            .await;
         }
     }
 }

@@ -44,6 +44,7 @@ pub mod decode;
 pub mod encode;
 #[cfg(feature = "fixture")]
 pub mod fixture;
+pub mod http;
 pub mod keyframe;
 pub mod pipeline;
 pub mod probe;
@@ -53,7 +54,7 @@ mod snapshot;
 pub mod source;
 mod store;
 
-pub use config::{CameraConfig, Config, ConfigError, Credentials, Secret};
+pub use config::{CameraConfig, Config, ConfigError, Credentials, HttpConfig, Secret};
 pub use daemon::Daemon;
 pub use snapshot::Snapshot;
 pub use source::{CameraState, CameraStatus};

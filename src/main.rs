@@ -78,7 +78,14 @@ enum Command {
         /// Folder holding the recorded fixture streams.
         #[arg(long, value_name = "DIR", env = "RTSNAP_FIXTURES")]
         fixtures: Option<PathBuf>,
+        /// Address of the viewer (port 0 picks a free one). Loopback only:
+        /// the demo has no authentication.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
     },
+    /// Read a password from stdin and print its argon2id hash, for `[http] password_hash`.
+    #[command(name = "hash-password")]
+    HashPassword,
     /// Serve the recorded test streams over RTSP, to try rtsnap, ffmpeg or VLC without a camera.
     #[command(name = "fixture-server")]
     FixtureServer {
@@ -194,7 +201,9 @@ async fn dispatch(command: Command) -> Result<(), String> {
             channels,
             interval,
             fixtures,
-        } => demo(&out, duration, channels, interval, fixtures).await,
+            listen,
+        } => demo(&out, duration, channels, interval, fixtures, listen).await,
+        Command::HashPassword => hash_password(),
         Command::FixtureServer {
             listen,
             channels,
@@ -215,7 +224,7 @@ async fn run(path: &Path, check: bool) -> Result<(), String> {
         "rtsnap {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    let daemon = Daemon::start(config);
+    let daemon = Daemon::try_start(config, Vec::new()).map_err(|e| e.to_string())?;
     wait_for_signal(None).await;
     tracing::info!("shutting down");
     daemon.shutdown().await;
@@ -245,6 +254,28 @@ async fn wait_for_signal(limit: Option<Duration>) {
         _ = tokio::signal::ctrl_c() => {}
         _ = limit => {}
     }
+}
+
+/// Reads one password (the first line of stdin) and prints its PHC string.
+fn hash_password() -> Result<(), String> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        eprintln!("password (input is shown; pipe it in to keep it off the screen):");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    let password = Secret::new(line.trim_end_matches(['\r', '\n']));
+    if password.expose().is_empty() {
+        return Err("the password is empty; write it on stdin, e.g. \
+                    `printf %s 'long passphrase' | rtsnap hash-password`"
+            .into());
+    }
+    let phc = rtsnap::http::auth::hash_password(&password)?;
+    println!("{phc}");
+    Ok(())
 }
 
 async fn snap(camera: &CameraArgs, output: &Path, quality: u8) -> Result<(), String> {
@@ -338,6 +369,7 @@ async fn demo(
     channels: u32,
     interval: Duration,
     fixtures: Option<PathBuf>,
+    listen: std::net::SocketAddr,
 ) -> Result<(), String> {
     use rtsnap::fixture::demo::{start_demo_server, DEMO_PATH_TEMPLATE};
 
@@ -348,7 +380,7 @@ async fn demo(
     let template = server.url(DEMO_PATH_TEMPLATE);
     let text = format!(
         "interval = \"{}s\"\n[nvr]\nurl = \"{template}\"\nchannels = {channels}\nname = \"ch{{channel}}\"\n\
-         [sink.dir]\npath = \"{}\"\nhistory = 10\n",
+         [sink.dir]\npath = \"{}\"\nhistory = 10\n[http]\nlisten = \"{listen}\"\n",
         interval.as_secs_f64(),
         out.display()
     );
@@ -364,7 +396,10 @@ async fn demo(
         Some(d) => println!("running for {d}s"),
         None => println!("press Ctrl-C to stop"),
     }
-    let daemon = Daemon::start(config);
+    let daemon = Daemon::try_start(config, Vec::new()).map_err(|e| e.to_string())?;
+    if let Some(addr) = daemon.http_addr() {
+        println!("viewer: http://{addr}/");
+    }
     wait_for_signal(duration.map(Duration::from_secs)).await;
     let status = daemon.status();
     daemon.shutdown().await;
@@ -434,6 +469,7 @@ async fn demo(
     _: u32,
     _: Duration,
     _: Option<PathBuf>,
+    _: std::net::SocketAddr,
 ) -> Result<(), String> {
     Err("this build has no fixture server; rebuild with the default `fixture` feature".into())
 }

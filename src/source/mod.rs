@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::CameraConfig;
 use crate::decode::DecoderPool;
+use crate::http::metrics::DurationHistogram;
 use crate::keyframe::{Keyframe, KeyframeError};
 use crate::pipeline::{make_still, EncodedStill, StillError, VideoCodec};
 use crate::{Snapshot, Store};
@@ -85,6 +86,10 @@ pub struct CameraStatus {
     pub bytes_received: u64,
     /// Capture time of the newest still.
     pub last_still_at: Option<SystemTime>,
+    /// Time spent decoding keyframes into stills.
+    pub decode_seconds: DurationHistogram,
+    /// Time spent encoding stills to JPEG.
+    pub encode_seconds: DurationHistogram,
 }
 
 impl CameraStatus {
@@ -104,6 +109,8 @@ impl CameraStatus {
             bitrate: None,
             bytes_received: 0,
             last_still_at: None,
+            decode_seconds: DurationHistogram::default(),
+            encode_seconds: DurationHistogram::default(),
         }
     }
 }
@@ -559,12 +566,15 @@ fn publish(
                 info!("first still: {}x{}", still.width, still.height);
             }
             let dims = (still.width, still.height);
+            let (decode_time, encode_time) = (still.decode_time, still.encode_time);
             // Status first, so whoever sees the still also sees it counted.
             status.send_modify(|s| {
                 s.stills = *stills;
                 s.keyframes_decoded += 1;
                 s.dims = Some(dims);
                 s.last_still_at = Some(captured_at);
+                s.decode_seconds.observe(decode_time);
+                s.encode_seconds.observe(encode_time);
             });
             task.store.publish(Snapshot {
                 camera: name.clone(),
