@@ -5,22 +5,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rtsnap");
-
-/// Kills the child on drop, so a failing test leaves no daemon behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn can_unshare() -> bool {
     let ok = Command::new("unshare")
@@ -81,7 +71,7 @@ async fn full_disk_fails_one_camera_and_heals() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let daemon = Running(child);
+    let daemon = Killed(child);
     // The daemon's view of the folder, through its mount namespace.
     let inside = PathBuf::from(format!("/proc/{}/root", daemon.0.id()))
         .join(stills.strip_prefix("/").unwrap());

@@ -101,19 +101,7 @@ fn run_bin(args: &[&str], env: &[(&str, &str)]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_output(child, Duration::from_secs(40))
-}
-
-fn wait_output(mut child: Child, limit: Duration) -> Output {
-    let deadline = std::time::Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("rtsnap did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
+    wait_bounded(child, Duration::from_secs(40))
 }
 
 #[test]
@@ -178,7 +166,7 @@ fn run_keeps_eight_stills_fresh_against_gstreamer() {
         .status()
         .unwrap()
         .success());
-    let o = wait_output(child, Duration::from_secs(10));
+    let o = wait_bounded(child, Duration::from_secs(10));
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         stop.elapsed() < Duration::from_secs(5),
@@ -380,7 +368,7 @@ fn daemon_never_prints_the_password() {
         .status()
         .unwrap()
         .success());
-    let o = wait_output(child, Duration::from_secs(10));
+    let o = wait_bounded(child, Duration::from_secs(10));
     let all = text(&o);
     assert!(
         all.contains(
