@@ -11,7 +11,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -153,20 +153,9 @@ async fn eight_stills_reach_the_browser_through_kv_and_the_worker() {
     .unwrap();
     let loaded = dom.matches("data-loaded=\"1\"").count();
     assert_eq!(loaded, 8, "DOM:\n{dom}");
-    let artifacts: PathBuf = root().join("target/test-artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let shot = artifacts.join("cloud-viewer.png");
-    let arg = format!("--screenshot={}", shot.display());
-    tokio::task::spawn_blocking(move || {
-        chromium(&[
-            "--window-size=1280,900",
-            "--virtual-time-budget=8000",
-            &arg,
-            &page,
-        ])
-    })
-    .await
-    .unwrap();
+    let shot = tokio::task::spawn_blocking(move || screenshot(&page, "cloud-viewer.png"))
+        .await
+        .unwrap();
     assert!(
         std::fs::metadata(&shot).unwrap().len() > 10_000,
         "screenshot too small"

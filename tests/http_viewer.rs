@@ -9,7 +9,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -585,22 +585,10 @@ async fn demo_viewer_shows_eight_stills_in_chromium() {
     );
     assert!(dom.contains(" s ago"), "ages are shown: {dom}");
 
-    let artifacts: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let shot = artifacts.join("local-viewer.png");
-    let _ = std::fs::remove_file(&shot);
-    let arg = format!("--screenshot={}", shot.display());
     let page = base.clone();
-    tokio::task::spawn_blocking(move || {
-        chromium(&[
-            "--window-size=1280,900",
-            "--virtual-time-budget=8000",
-            &arg,
-            &page,
-        ])
-    })
-    .await
-    .unwrap();
+    let shot = tokio::task::spawn_blocking(move || screenshot(&page, "local-viewer.png"))
+        .await
+        .unwrap();
     assert!(
         std::fs::metadata(&shot).map_or(0, |m| m.len()) > 10_000,
         "screenshot missing or too small: {}",

@@ -286,3 +286,21 @@ pub fn chromium(args: &[&str]) -> String {
     let out = wait_bounded(child, Duration::from_secs(90));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Screenshots `url` (1280x900) with headless Chromium into
+/// `target/test-artifacts/<name>`, kept as a test artifact, and returns the
+/// path. Any earlier file of that name is removed first.
+pub fn screenshot(url: &str, name: &str) -> PathBuf {
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join(name);
+    let _ = std::fs::remove_file(&shot);
+    let arg = format!("--screenshot={}", shot.display());
+    chromium(&[
+        "--window-size=1280,900",
+        "--virtual-time-budget=8000",
+        &arg,
+        url,
+    ]);
+    shot
+}
