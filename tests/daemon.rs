@@ -133,3 +133,35 @@ async fn first_still_comes_from_the_first_keyframe() {
     assert_eq!(first[0].width, 640);
     daemon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stills_show_a_fresh_picture_when_published() {
+    // GOP 2 s, a still every 3 s: at every other due time the newest
+    // keyframe at hand is already ~1 s old. rtsnap waits for the next one
+    // instead, so a still's picture is only a read batch (100 ms) and a
+    // decode old when it is published.
+    let server = serve(&[SUB]).await;
+    let daemon = Daemon::start(Config::with_cameras(cameras(
+        &server,
+        1,
+        Duration::from_secs(3),
+    )));
+    let mut sub = daemon.store().subscribe();
+    let mut ages = Vec::new();
+    while ages.len() < 4 {
+        let batch = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("stills so far {ages:?}; {:#?}", daemon.status()));
+        let now = SystemTime::now();
+        ages.extend(
+            batch
+                .iter()
+                .map(|s| now.duration_since(s.captured_at).unwrap_or_default()),
+        );
+    }
+    assert!(
+        ages.iter().all(|a| *a < Duration::from_millis(800)),
+        "picture ages when published: {ages:?}"
+    );
+    daemon.shutdown().await;
+}
