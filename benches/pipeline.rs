@@ -19,9 +19,12 @@ use image::imageops::{self, FilterType};
 use rtsnap::decode::{DecoderPool, Yuv420};
 use rtsnap::fixture::FixtureStream;
 
-/// (label, fixture file stem)
-const FIXTURES: [(&str, &str); 3] = [
-    ("1080p", "cam1080p-high"),
+/// (label, fixture file stem). "1080p" is the camera-like stream the
+/// performance targets are stated for (IDRs ~90 KB); "1080p-noisy" the
+/// heavy one (IDRs ~160-190 KB, night-like sensor noise).
+const FIXTURES: [(&str, &str); 4] = [
+    ("1080p", "cam1080p-day"),
+    ("1080p-noisy", "cam1080p-high"),
     ("720p", "cam720p-main-bframes"),
     ("360p", "sub360p-baseline"),
 ];
@@ -102,7 +105,7 @@ fn decode(c: &mut Criterion) {
 
 fn encode(c: &mut Criterion) {
     let pool = DecoderPool::new(1);
-    let owned = OwnedYuv::decode(&pool, &second_keyframe("cam1080p-high"));
+    let owned = OwnedYuv::decode(&pool, &second_keyframe("cam1080p-day"));
     let pic = owned.view();
     let mut g = c.benchmark_group("encode_jpeg");
     g.bench_function("1080p", |b| {
@@ -129,7 +132,7 @@ fn resize(c: &mut Criterion) {
     // The decoded 1080p picture as RGB: the still rtsnap makes, decoded again
     // (at q80 close enough to the decoder's output for timing a resize).
     let pool = DecoderPool::new(1);
-    let still = rtsnap::pipeline::keyframe_to_jpeg(&pool, &second_keyframe("cam1080p-high"), 80)
+    let still = rtsnap::pipeline::keyframe_to_jpeg(&pool, &second_keyframe("cam1080p-day"), 80)
         .expect("still");
     let rgb = image::load_from_memory(&still.jpeg)
         .expect("rtsnap's JPEG decodes")
@@ -146,7 +149,7 @@ fn resize(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    // Nine benchmarks of 2-60 ms each: short runs keep the whole bench near
+    // Eleven benchmarks of 1-40 ms each: short runs keep the whole bench near
     // two minutes; raise these for publication numbers on a quiet machine.
     Criterion::default()
         .sample_size(30)
