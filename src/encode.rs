@@ -324,21 +324,35 @@ mod tests {
             uv_stride: w.div_ceil(2),
             full_range: false,
         };
-        let jpeg = encode_jpeg(&pic, 90).unwrap();
-        let img = image::load_from_memory(&jpeg).unwrap().into_rgb8();
-        assert_eq!((img.width(), img.height()), (33, 17));
-        for p in img.pixels() {
-            assert!(p.0.iter().all(|&v| v <= 2), "black came out as {:?}", p.0);
-        }
         let full = Yuv420 {
             full_range: true,
             ..pic
         };
-        let img = image::load_from_memory(&encode_jpeg(&full, 90).unwrap())
-            .unwrap()
-            .into_rgb8();
-        assert!(img
-            .pixels()
-            .all(|p| p.0.iter().all(|&v| (14..=18).contains(&v))));
+        // Both encoders, whichever one this build uses by default.
+        type Encode = fn(&Yuv420<'_>, u8) -> Result<Vec<u8>, EncodeError>;
+        for (name, encode) in [
+            ("default", encode_jpeg as Encode),
+            ("jpeg-encoder", encode_jpeg_rust as Encode),
+        ] {
+            let img = image::load_from_memory(&encode(&pic, 90).unwrap())
+                .unwrap()
+                .into_rgb8();
+            assert_eq!((img.width(), img.height()), (33, 17), "{name}");
+            for p in img.pixels() {
+                assert!(
+                    p.0.iter().all(|&v| v <= 2),
+                    "{name}: black came out as {:?}",
+                    p.0
+                );
+            }
+            let img = image::load_from_memory(&encode(&full, 90).unwrap())
+                .unwrap()
+                .into_rgb8();
+            assert!(
+                img.pixels()
+                    .all(|p| p.0.iter().all(|&v| (14..=18).contains(&v))),
+                "{name}: full-range input was changed"
+            );
+        }
     }
 }

@@ -40,6 +40,28 @@ fn every_keyframe_matches_the_reference_decode() {
     assert_eq!(pool.decoders(), 1);
 }
 
+/// The pure-Rust encoder (what a build without the `turbojpeg` feature
+/// uses) makes stills as good as libjpeg-turbo's, whichever this build has.
+#[test]
+fn jpeg_encoder_fallback_matches_the_reference_decode() {
+    let pool = DecoderPool::new(1);
+    for name in [FULLHD, SUB] {
+        let stream = load(name);
+        let k = stream.keyframe_indices().nth(1).unwrap();
+        let au = &stream.access_units()[k];
+        let (ref_path, reference) = references(name).remove(1);
+        let info = inspect(&au.data).unwrap();
+        let jpeg = pool
+            .decode(&au.data, None, info.full_range, |pic| {
+                rtsnap::encode::encode_jpeg_rust(&pic, 80).unwrap()
+            })
+            .unwrap();
+        let img = image::load_from_memory(&jpeg).unwrap().into_rgb8();
+        let m = compare(&img, &reference);
+        assert!(m.good(), "{name}: {m:?} against {}", ref_path.display());
+    }
+}
+
 /// The PSNR check is sharp enough to catch the classic bug: copying
 /// limited-range samples into a JPEG unchanged (washed-out stills).
 #[test]
