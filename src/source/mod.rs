@@ -4,9 +4,8 @@
 //! never pause: the camera's TCP buffer and retina's keepalives depend on
 //! it), keeps only the newest complete IDR access unit, and hands the first
 //! keyframe that arrives once a still is due to the pipeline on a blocking
-//! thread. While
-//! the still is being made the task goes on reading. When anything fails it
-//! backs off and reconnects; it only returns on shutdown.
+//! thread. While the still is being made the task goes on reading. When
+//! anything fails it backs off and reconnects; it only returns on shutdown.
 //!
 //! The task alone writes its camera's [`CameraStatus`], so status is always
 //! consistent without locks.
@@ -314,7 +313,11 @@ const READ_BATCH: Duration = Duration::from_millis(100);
 fn next_read_tick(now: Instant) -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let epoch = *EPOCH.get_or_init(|| now);
-    let ticks = now.saturating_duration_since(epoch).as_nanos() / READ_BATCH.as_nanos() + 1;
+    // Only a paused test clock of another runtime can be behind the epoch.
+    let Some(since) = now.checked_duration_since(epoch) else {
+        return now + READ_BATCH;
+    };
+    let ticks = since.as_nanos() / READ_BATCH.as_nanos() + 1;
     epoch + READ_BATCH * u32::try_from(ticks).unwrap_or(u32::MAX)
 }
 
