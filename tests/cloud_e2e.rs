@@ -145,12 +145,7 @@ async fn eight_stills_reach_the_browser_through_kv_and_the_worker() {
     assert_matches_reference(&bytes, "cam3 via the Worker");
 
     let page = format!("{worker}/");
-    let url = page.clone();
-    let dom = tokio::task::spawn_blocking(move || {
-        chromium(&["--virtual-time-budget=8000", "--dump-dom", &url])
-    })
-    .await
-    .unwrap();
+    let dom = dump_dom(&page).await;
     let loaded = dom.matches("data-loaded=\"1\"").count();
     assert_eq!(loaded, 8, "DOM:\n{dom}");
     let shot = tokio::task::spawn_blocking(move || screenshot(&page, "cloud-viewer.png"))

@@ -570,12 +570,7 @@ async fn demo_viewer_shows_eight_stills_in_chromium() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
-    let url = base.clone();
-    let dom = tokio::task::spawn_blocking(move || {
-        chromium(&["--virtual-time-budget=8000", "--dump-dom", &url])
-    })
-    .await
-    .unwrap();
+    let dom = dump_dom(&base).await;
     let loaded = dom.matches("data-loaded=\"1\"").count();
     assert_eq!(loaded, 8, "DOM:\n{dom}");
     assert_eq!(

@@ -287,6 +287,17 @@ pub fn chromium(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The DOM of `url` after 8 s of the page's virtual time (its scripts ran,
+/// its images loaded), from headless Chromium on a blocking thread.
+pub async fn dump_dom(url: &str) -> String {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        chromium(&["--virtual-time-budget=8000", "--dump-dom", &url])
+    })
+    .await
+    .unwrap()
+}
+
 /// Screenshots `url` (1280x900) with headless Chromium into
 /// `target/test-artifacts/<name>`, kept as a test artifact, and returns the
 /// path. Any earlier file of that name is removed first.
