@@ -12,7 +12,7 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use h264_reader::nal::sps::{FrameMbsFlags, SeqParameterSet};
+use h264_reader::nal::sps::{ChromaFormat, FrameMbsFlags, SeqParameterSet};
 use h264_reader::rbsp::{decode_nal, BitReader};
 
 /// NAL unit types used here (ITU-T H.264 table 7-1).
@@ -46,6 +46,10 @@ pub struct KeyframeInfo {
     pub profile_idc: u8,
     /// Field-coded (interlaced) stream; openh264 cannot decode these.
     pub interlaced: bool,
+    /// Bits per luma sample (8 for all but High 10 and up).
+    pub bit_depth: u8,
+    /// Chroma subsampling other than 4:2:0 (4:2:2, 4:4:4, monochrome), by name.
+    pub chroma: Option<&'static str>,
     /// The VUI says samples use the full 0-255 range (common on IP cameras,
     /// "yuvj420p"); otherwise they are limited 16-235 as in broadcast video.
     pub full_range: bool,
@@ -69,6 +73,12 @@ pub enum KeyframeError {
     /// An MJPEG frame that is not a readable JPEG.
     #[error("the MJPEG frame is not a valid JPEG (no SOI/SOF marker)")]
     BadJpeg,
+    /// A profile openh264 does not decode (High 10, 4:2:2, 4:4:4).
+    #[error(
+        "the stream is H.264 {0}, which rtsnap's decoder (openh264) cannot decode; set the \
+         camera to H.264 High/Main with 8-bit 4:2:0 (or use its substream)"
+    )]
+    UnsupportedProfile(String),
     /// Field coding, which openh264 does not implement.
     #[error(
         "the stream is interlaced (field-coded H.264), which rtsnap's decoder (openh264) cannot \
@@ -136,13 +146,58 @@ pub fn parse_sps(nal: &[u8]) -> Result<KeyframeInfo, KeyframeError> {
         .as_ref()
         .and_then(|v| v.video_signal_type.as_ref())
         .is_some_and(|s| s.video_full_range_flag);
+    let chroma = match sps.chroma_info.chroma_format {
+        ChromaFormat::YUV420 => None,
+        ChromaFormat::Monochrome => Some("4:0:0 (monochrome)"),
+        ChromaFormat::YUV422 => Some("4:2:2"),
+        ChromaFormat::YUV444 => Some("4:4:4"),
+        ChromaFormat::Invalid(_) => Some("with an invalid chroma format"),
+    };
     Ok(KeyframeInfo {
         width,
         height,
         profile_idc: u8::from(sps.profile_idc),
         interlaced: !matches!(sps.frame_mbs_flags, FrameMbsFlags::Frames),
+        bit_depth: 8 + sps.chroma_info.bit_depth_luma_minus8.max(sps.chroma_info.bit_depth_chroma_minus8),
+        chroma,
         full_range,
     })
+}
+
+impl KeyframeInfo {
+    /// Why openh264 cannot decode this stream, if it cannot: read from the
+    /// SPS once, so the camera gets one clear "unsupported" instead of a
+    /// decoder error per keyframe.
+    pub fn unsupported(&self) -> Option<KeyframeError> {
+        if self.interlaced {
+            return Some(KeyframeError::Interlaced);
+        }
+        if self.bit_depth > 8 || self.chroma.is_some() {
+            let mut what = match self.profile_idc {
+                110 => "High 10".to_owned(),
+                122 => "High 4:2:2".to_owned(),
+                244 => "High 4:4:4".to_owned(),
+                p => format!("profile {p}"),
+            };
+            if self.bit_depth > 8 {
+                what += &format!(", {}-bit", self.bit_depth);
+            }
+            if let Some(c) = self.chroma {
+                what += &format!(", {c}");
+            }
+            return Some(KeyframeError::UnsupportedProfile(what));
+        }
+        None
+    }
+}
+
+/// What the (first) SPS of an access unit says, without the checks of
+/// [`inspect`]: for reports, which should name a profile rtsnap refuses.
+pub fn parse_keyframe_sps(annexb: &[u8]) -> Result<KeyframeInfo, KeyframeError> {
+    let sps = nal_units(annexb)
+        .find(|n| nal_unit_type(n) == nal_type::SPS)
+        .ok_or(KeyframeError::NoSps)?;
+    parse_sps(sps)
 }
 
 /// Checks that `annexb` is a complete IDR access unit a decoder can start
@@ -165,8 +220,8 @@ pub fn inspect(annexb: &[u8]) -> Result<KeyframeInfo, KeyframeError> {
     if !idr || non_idr {
         return Err(KeyframeError::NotIdr);
     }
-    if info.interlaced {
-        return Err(KeyframeError::Interlaced);
+    if let Some(e) = info.unsupported() {
+        return Err(e);
     }
     Ok(info)
 }
