@@ -40,6 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 url: u.parse()?,
                 credentials: None,
                 interval: Duration::from_secs(2),
+                transport: Default::default(),
             })
         })
         .collect::<Result<Vec<_>, url::ParseError>>()?;

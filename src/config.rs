@@ -81,6 +81,52 @@ pub struct CameraConfig {
     pub credentials: Option<Credentials>,
     /// Time between stills.
     pub interval: Duration,
+    /// How RTP travels: TCP interleaved (default), UDP, or TCP falling back to UDP.
+    pub transport: RtspTransport,
+}
+
+/// `transport = "tcp" | "udp" | "auto"` of a camera or `[nvr]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RtspTransport {
+    /// RTP interleaved on the RTSP TCP connection: survives NAT and loss
+    /// turns into delay, never into holes.
+    #[default]
+    Tcp,
+    /// RTP over UDP, for cameras and relays that serve nothing else. A
+    /// keyframe with a lost packet is never used.
+    Udp,
+    /// TCP, and UDP when the camera refuses TCP (RTSP 461 or 400 to SETUP).
+    Auto,
+}
+
+impl RtspTransport {
+    /// The name used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RtspTransport::Tcp => "tcp",
+            RtspTransport::Udp => "udp",
+            RtspTransport::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for RtspTransport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcp" => Ok(RtspTransport::Tcp),
+            "udp" => Ok(RtspTransport::Udp),
+            "auto" => Ok(RtspTransport::Auto),
+            other => Err(format!("unknown transport \"{other}\"")),
+        }
+    }
+}
+
+impl fmt::Display for RtspTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The `[sink.dir]` table: stills written to a folder.
@@ -181,8 +227,12 @@ pub struct Config {
     pub quality: u8,
     /// Deadline for each network step and each read.
     pub timeout: Duration,
-    /// Decoders in the shared pool; defaults to the number of CPU cores.
+    /// Decoders in the shared pool; defaults to the number of CPU cores, at most 8.
     pub decoders: usize,
+    /// Largest access unit (one picture) kept from a camera, in bytes; a
+    /// bigger one is dropped and counted. Bounds memory whatever a camera
+    /// sends.
+    pub max_access_unit: usize,
     /// Sinks.
     pub sinks: SinksConfig,
     /// The HTTP server (`[http]`); none when the table is absent.
@@ -197,6 +247,7 @@ impl Config {
             quality: DEFAULT_QUALITY,
             timeout: DEFAULT_TIMEOUT,
             decoders: default_decoders(),
+            max_access_unit: DEFAULT_MAX_ACCESS_UNIT,
             sinks: SinksConfig::default(),
             http: None,
         }
@@ -251,6 +302,11 @@ impl Config {
             None => default_decoders(),
         };
 
+        let max_access_unit = match &raw.max_access_unit {
+            Some(v) => ctx.size(v, "max_access_unit", 64 * 1024..=256 * 1024 * 1024)?,
+            None => DEFAULT_MAX_ACCESS_UNIT,
+        };
+
         let mut cameras = Vec::new();
         let mut names: Vec<(String, Range<usize>)> = Vec::new();
         for cam in &raw.camera {
@@ -267,12 +323,14 @@ impl Config {
                 Some(s) => ctx.duration(s, "interval")?,
                 None => interval,
             };
+            let transport = ctx.transport(cam.transport.as_ref())?;
             names.push((name.clone(), cam.name.span()));
             cameras.push(CameraConfig {
                 name,
                 url,
                 credentials,
                 interval,
+                transport,
             });
         }
         if let Some(nvr) = &raw.nvr {
@@ -315,6 +373,7 @@ impl Config {
                 Some(s) => ctx.duration(s, "interval")?,
                 None => interval,
             };
+            let transport = ctx.transport(nvr.transport.as_ref())?;
             let first = nvr.first_channel.unwrap_or(1);
             let Some(end) = first.checked_add(channels) else {
                 return Err(ctx.err(
@@ -337,6 +396,7 @@ impl Config {
                     url,
                     credentials: credentials.clone(),
                     interval: nvr_interval,
+                    transport,
                 });
             }
         }
@@ -397,10 +457,30 @@ impl Config {
             quality,
             timeout,
             decoders,
+            max_access_unit,
             sinks,
             http,
         })
     }
+}
+
+/// The default `max_access_unit`: a 4K IDR of a busy scene is ~2 MB, so
+/// this never drops a real picture and bounds what a broken one costs.
+pub const DEFAULT_MAX_ACCESS_UNIT: usize = 8 * 1024 * 1024;
+
+/// Parses `8MiB`, `512KiB`, `2MB`, `1048576`.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1024,
+        "m" | "mib" | "mb" => 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 /// The number of decoders used when the file does not say: one per core,
@@ -453,6 +533,7 @@ struct RawConfig {
     quality: Option<Spanned<i64>>,
     timeout: Option<Spanned<String>>,
     decoders: Option<Spanned<i64>>,
+    max_access_unit: Option<Spanned<String>>,
     #[serde(default)]
     camera: Vec<RawCamera>,
     nvr: Option<RawNvr>,
@@ -479,6 +560,7 @@ struct RawCamera {
     password_env: Option<Spanned<String>>,
     password_file: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
+    transport: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -492,6 +574,7 @@ struct RawNvr {
     password_env: Option<Spanned<String>>,
     password_file: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
+    transport: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -529,6 +612,40 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    fn transport(&self, v: Option<&Spanned<String>>) -> Result<RtspTransport, ConfigError> {
+        let Some(v) = v else {
+            return Ok(RtspTransport::default());
+        };
+        v.get_ref().parse().map_err(|e: String| {
+            self.err(
+                v.span(),
+                e,
+                "use transport = \"tcp\" (the default), \"udp\" for cameras that only serve UDP, \
+                 or \"auto\" (TCP, UDP when the camera refuses TCP)",
+            )
+        })
+    }
+
+    /// A byte size such as `8MiB`, `512KiB` or `1048576`, within `range`.
+    fn size(
+        &self,
+        v: &Spanned<String>,
+        key: &str,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> Result<usize, ConfigError> {
+        let help = "write a size such as \"8MiB\", \"512KiB\" or a number of bytes";
+        let bytes = parse_size(v.get_ref())
+            .ok_or_else(|| self.err(v.span(), format!("{key} = \"{}\" is not a size", v.get_ref()), help))?;
+        if !range.contains(&bytes) {
+            return Err(self.err(
+                v.span(),
+                format!("{key} = \"{}\" is out of range", v.get_ref()),
+                "use between 64KiB and 256MiB (the default, 8MiB, holds any 4K keyframe)",
+            ));
+        }
+        Ok(bytes)
+    }
+
     fn line_of(&self, offset: usize) -> usize {
         let offset = offset.min(self.text.len());
         self.text[..offset].bytes().filter(|&b| b == b'\n').count() + 1

@@ -97,6 +97,7 @@ impl Daemon {
                     config: c.clone(),
                     timeout: config.timeout,
                     quality: config.quality,
+                    max_access_unit: config.max_access_unit,
                     pool: pool.clone(),
                     store: store.clone(),
                     shutdown: shutdown_rx.clone(),

@@ -28,6 +28,7 @@
 //!     url: "rtsp://192.168.1.20:554/unicast/c1/s0/live".parse()?,
 //!     credentials: None,
 //!     interval: std::time::Duration::from_secs(5),
+//!     transport: Default::default(),
 //! };
 //! let daemon = Daemon::start(Config::with_cameras(vec![cam]));
 //! let mut stills = daemon.store().subscribe();
@@ -54,7 +55,7 @@ mod snapshot;
 pub mod source;
 mod store;
 
-pub use config::{CameraConfig, Config, ConfigError, Credentials, HttpConfig, Secret};
+pub use config::{CameraConfig, Config, ConfigError, Credentials, HttpConfig, RtspTransport, Secret};
 pub use daemon::Daemon;
 pub use snapshot::Snapshot;
 pub use source::{CameraState, CameraStatus};

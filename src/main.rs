@@ -117,6 +117,9 @@ struct CameraArgs {
     /// Deadline for each network step and for the first keyframe.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
+    /// How RTP travels: tcp (interleaved), udp, or auto (UDP when the camera refuses TCP).
+    #[arg(long, default_value = "tcp", value_name = "tcp|udp|auto")]
+    transport: rtsnap::config::RtspTransport,
 }
 
 impl CameraArgs {
@@ -280,7 +283,7 @@ fn hash_password() -> Result<(), String> {
 
 async fn snap(camera: &CameraArgs, output: &Path, quality: u8) -> Result<(), String> {
     let (url, creds) = camera.resolve()?;
-    let still = rtsnap::snap::snap(&url, creds.as_ref(), camera.timeout, quality)
+    let still = rtsnap::snap::snap(&url, creds.as_ref(), camera.transport, camera.timeout, quality)
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     write_atomically(output, &still.jpeg)
@@ -308,7 +311,7 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 async fn probe(camera: &CameraArgs, duration: Duration) -> Result<(), String> {
     let (url, creds) = camera.resolve()?;
-    let r = rtsnap::probe::probe(&url, creds.as_ref(), camera.timeout, duration)
+    let r = rtsnap::probe::probe(&url, creds.as_ref(), camera.transport, camera.timeout, duration)
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     let opt = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
@@ -351,6 +354,16 @@ async fn probe(camera: &CameraArgs, duration: Duration) -> Result<(), String> {
                 "progressive"
             },
             if s.full_range { "full" } else { "limited" }
+        );
+        if let Some(e) = s.unsupported() {
+            println!("decodable:          no: {e}");
+        }
+    }
+    if r.intra_non_idr > 0 && r.keyframes == 0 {
+        println!(
+            "keyframes:          none usable: {} intra pictures that are not IDR (open GOP or \
+             recovery points); set the camera to send IDR keyframes",
+            r.intra_non_idr
         );
     }
     println!(

@@ -8,14 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use retina::client::SessionGroup;
-use retina::codec::{CodecItem, ParametersRef};
 use url::Url;
 
-use crate::config::Credentials;
-use crate::keyframe::{inspect, KeyframeInfo};
-use crate::source::session::{h264_profile, open, SourceError};
+use crate::config::{Credentials, RtspTransport, DEFAULT_MAX_ACCESS_UNIT};
+use crate::keyframe::KeyframeInfo;
+use crate::source::rtp_h264::{KeyKind, Unit};
+use crate::source::session::{h264_profile, open, Dial, SourceError};
 
 /// What was observed.
 #[derive(Clone, Debug)]
@@ -36,8 +35,11 @@ pub struct ProbeReport {
     pub keyframe_interval: Option<Duration>,
     /// Frames received.
     pub frames: u64,
-    /// Keyframes received.
+    /// Keyframes (IDR) received.
     pub keyframes: u64,
+    /// Intra pictures that are not IDR (open GOP, recovery points): not
+    /// usable as keyframes by rtsnap.
+    pub intra_non_idr: u64,
     /// Average bitrate in bits per second.
     pub bitrate: Option<f64>,
     /// What the first keyframe's SPS says.
@@ -50,58 +52,73 @@ pub struct ProbeReport {
 pub async fn probe(
     url: &Url,
     creds: Option<&Credentials>,
+    transport: RtspTransport,
     timeout: Duration,
     duration: Duration,
 ) -> Result<ProbeReport, SourceError> {
     let group = Arc::new(SessionGroup::default());
-    let mut opened = open(url, creds, group.clone(), timeout).await?;
+    let dial = Dial {
+        url,
+        creds,
+        group: group.clone(),
+        timeout,
+        transport,
+        max_access_unit: DEFAULT_MAX_ACCESS_UNIT,
+    };
+    let mut opened = open(&dial).await?;
     let start = tokio::time::Instant::now();
-    let (mut frames, mut keyframes, mut bytes) = (0u64, 0u64, 0u64);
-    let (mut first_ts, mut last_ts): (Option<f64>, f64) = (None, 0.0);
-    let (mut first_kf, mut last_kf): (Option<f64>, f64) = (None, 0.0);
-    let mut sps = None;
+    let (mut frames, mut keyframes, mut bytes, mut intra_non_idr) = (0u64, 0u64, 0u64, 0u64);
+    let (mut first_frame, mut last_frame) = (None::<tokio::time::Instant>, start);
+    let (mut first_kf, mut last_kf) = (None::<tokio::time::Instant>, start);
+    let mut sps = opened
+        .sdp_sps
+        .as_deref()
+        .and_then(|s| crate::keyframe::parse_sps(s).ok());
     let mut dims = opened.dims;
     while start.elapsed() < duration {
         let left = duration.saturating_sub(start.elapsed());
-        let item = match tokio::time::timeout(left.min(timeout), opened.demuxed.next()).await {
+        let unit = match tokio::time::timeout(left.min(timeout), opened.next()).await {
             Err(_) if start.elapsed() >= duration => break,
             Err(_) => {
                 return Err(SourceError::Stalled(format!(
-                    "the camera sent nothing for {}s",
+                    "the camera sent no complete picture for {}s",
                     timeout.as_secs()
                 )))
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => return Err(SourceError::from_retina(&e, creds)),
-            Ok(Some(Ok(item))) => item,
+            Ok(Some(Ok(unit))) => unit,
         };
-        let CodecItem::VideoFrame(f) = item else {
-            continue;
-        };
-        if f.stream_id() != opened.stream_index {
-            continue;
-        }
-        let ts = f.timestamp().elapsed_secs();
+        let now = tokio::time::Instant::now();
         frames += 1;
-        bytes += f.data().len() as u64;
-        first_ts.get_or_insert(ts);
-        last_ts = last_ts.max(ts);
-        if f.is_random_access_point() {
-            keyframes += 1;
-            first_kf.get_or_insert(ts);
-            last_kf = ts;
-            if sps.is_none() {
-                sps = inspect(f.data()).ok();
+        first_frame.get_or_insert(now);
+        last_frame = now;
+        match unit {
+            Unit::Other { bytes: b }
+            | Unit::Damaged { bytes: b, .. }
+            | Unit::Oversized { bytes: b } => bytes += b as u64,
+            Unit::Key(k) => {
+                bytes += k.data.len() as u64;
+                if k.kind != KeyKind::Idr {
+                    intra_non_idr += 1;
+                    continue;
+                }
+                keyframes += 1;
+                first_kf.get_or_insert(now);
+                last_kf = now;
+                if opened.video_codec == crate::pipeline::VideoCodec::H264 {
+                    if let Ok(info) = crate::keyframe::parse_keyframe_sps(&k.data) {
+                        dims = Some((info.width, info.height));
+                        sps.get_or_insert(info);
+                    }
+                }
             }
         }
     }
-    if let Some(ParametersRef::Video(v)) =
-        opened.demuxed.streams()[opened.stream_index].parameters()
-    {
-        dims = Some(v.pixel_dimensions());
-    }
     let observed = start.elapsed();
-    let span = first_ts.map(|f| last_ts - f).filter(|&s| s > 0.0);
+    let span = first_frame
+        .map(|f| (last_frame - f).as_secs_f64())
+        .filter(|&s| s > 0.0);
     let report = ProbeReport {
         video_codec: opened.video_codec,
         profile: opened.codec.as_deref().and_then(h264_profile),
@@ -111,9 +128,10 @@ pub async fn probe(
         measured_fps: span.map(|s| (frames - 1) as f64 / s),
         keyframe_interval: first_kf
             .filter(|_| keyframes >= 2)
-            .map(|f| Duration::from_secs_f64((last_kf - f) / (keyframes - 1) as f64)),
+            .map(|f| (last_kf - f) / (keyframes - 1) as u32),
         frames,
         keyframes,
+        intra_non_idr,
         bitrate: (observed.as_secs_f64() > 0.0)
             .then(|| bytes as f64 * 8.0 / observed.as_secs_f64()),
         sps,

@@ -1,21 +1,21 @@
 //! One still, once: what `rtsnap snap` does.
 //!
-//! Opens a session, waits for the first complete keyframe, makes the still
-//! and tears the session down. Useful to test a camera URL and credentials
+//! Opens a session, waits for the first keyframe that makes a still (within
+//! the timeout, skipping unusable ones), and tears the session down. Useful to test a camera URL and credentials
 //! before writing a config, and for scripts that want one picture.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use retina::client::SessionGroup;
-use retina::codec::CodecItem;
 use url::Url;
 
-use crate::config::Credentials;
+use crate::config::{Credentials, RtspTransport, DEFAULT_MAX_ACCESS_UNIT};
 use crate::decode::DecoderPool;
+use crate::keyframe::KeyframeError;
 use crate::pipeline::{make_still, StillError};
-use crate::source::session::{open, SourceError};
+use crate::source::rtp_h264::{KeyKind, Unit};
+use crate::source::session::{open, Dial, SourceError};
 use crate::Snapshot;
 
 /// Why no still was made.
@@ -29,46 +29,77 @@ pub enum SnapError {
     Still(#[from] StillError),
 }
 
-/// Connects to `url` and returns one still made from the first complete
-/// keyframe. `timeout` bounds each network step and the wait for a keyframe.
+/// Connects to `url` and returns one still made from the first keyframe
+/// that makes one. A keyframe that cannot be used (lost packets, no
+/// SPS/PPS yet, a decode error) is skipped and the next one awaited, until
+/// `timeout` (which also bounds each network step) runs out; then the
+/// reason the last keyframe failed is returned, if one arrived at all.
 pub async fn snap(
     url: &Url,
     creds: Option<&Credentials>,
+    transport: RtspTransport,
     timeout: Duration,
     quality: u8,
 ) -> Result<Snapshot, SnapError> {
     let group = Arc::new(SessionGroup::default());
-    let mut opened = open(url, creds, group.clone(), timeout).await?;
+    let dial = Dial {
+        url,
+        creds,
+        group: group.clone(),
+        timeout,
+        transport,
+        max_access_unit: DEFAULT_MAX_ACCESS_UNIT,
+    };
+    let mut opened = open(&dial).await?;
     let deadline = tokio::time::Instant::now() + timeout;
-    let keyframe = loop {
-        let item = match tokio::time::timeout_at(deadline, opened.demuxed.next()).await {
+    let codec = opened.video_codec;
+    let pool = Arc::new(DecoderPool::new(1));
+    let mut last_failure: Option<StillError> = None;
+    let result: Result<_, SnapError> = loop {
+        let unit = match tokio::time::timeout_at(deadline, opened.next()).await {
             Err(_) => {
-                return Err(SourceError::Stalled(format!(
-                    "no complete keyframe arrived within {}s",
-                    timeout.as_secs()
-                ))
-                .into())
+                break Err(match last_failure.take() {
+                    Some(e) => e.into(),
+                    None => SourceError::Stalled(format!(
+                        "no complete keyframe arrived within {}s",
+                        timeout.as_secs()
+                    ))
+                    .into(),
+                })
             }
-            Ok(None) => return Err(SourceError::Other("the camera ended the stream".into()).into()),
-            Ok(Some(Err(e))) => return Err(SourceError::from_retina(&e, creds).into()),
-            Ok(Some(Ok(item))) => item,
+            Ok(None) => break Err(SourceError::Other("the camera ended the stream".into()).into()),
+            Ok(Some(Err(e))) => break Err(SourceError::from_retina(&e, creds).into()),
+            Ok(Some(Ok(unit))) => unit,
         };
-        if let CodecItem::VideoFrame(f) = item {
-            if f.stream_id() == opened.stream_index && f.is_random_access_point() && f.loss() == 0 {
-                break f.into_data();
+        let Unit::Key(key) = unit else { continue };
+        if key.kind != KeyKind::Idr {
+            continue;
+        }
+        let captured_at = SystemTime::now();
+        let pool = pool.clone();
+        // Decode while the session stays open, so a bad keyframe costs one
+        // keyframe interval, not a new connection.
+        let made = tokio::task::spawn_blocking(move || {
+            make_still(&pool, codec, key.data.into(), quality)
+        })
+        .await
+        .expect("still task panicked");
+        match made {
+            Ok(still) => break Ok((still, captured_at)),
+            Err(e @ StillError::Keyframe(KeyframeError::Interlaced))
+            | Err(e @ StillError::Keyframe(KeyframeError::UnsupportedProfile(_))) => {
+                break Err(e.into())
+            }
+            Err(e) => {
+                tracing::debug!("keyframe skipped, waiting for the next: {e}");
+                last_failure = Some(e);
             }
         }
     };
-    let captured_at = SystemTime::now();
-    let codec = opened.video_codec;
     drop(opened);
-    let still = tokio::task::spawn_blocking(move || {
-        make_still(&DecoderPool::new(1), codec, keyframe.into(), quality)
-    })
-    .await
-    .expect("still task panicked")?;
     // Let the TEARDOWN go out before the caller's runtime may end.
     let _ = tokio::time::timeout(Duration::from_secs(2), group.await_teardown()).await;
+    let (still, captured_at) = result?;
     Ok(Snapshot {
         camera: url.path().trim_matches('/').replace('/', "_").into(),
         captured_at,

@@ -99,6 +99,7 @@ async fn eight_stills_reach_the_browser_through_kv_and_the_worker() {
             url: server.url(&format!("/ch{i}")).parse().unwrap(),
             credentials: None,
             interval: Duration::from_secs(2),
+            transport: Default::default(),
         })
         .collect();
     let mut config = Config::with_cameras(cams);

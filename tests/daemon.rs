@@ -21,6 +21,7 @@ fn cameras(
             url: server.url(&format!("/ch{i}")).parse().unwrap(),
             credentials: None,
             interval,
+            transport: Default::default(),
         })
         .collect()
 }

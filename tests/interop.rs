@@ -247,6 +247,7 @@ fn library_camera(name: &str, url: String) -> rtsnap::CameraConfig {
         url: url.parse().unwrap(),
         credentials: None,
         interval: Duration::from_secs(1),
+        transport: Default::default(),
     }
 }
 

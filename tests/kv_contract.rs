@@ -224,6 +224,7 @@ async fn daemon_uploads_latest_and_history_with_metadata() {
             url: server.url(&format!("/ch{}", i + 1)).parse().unwrap(),
             credentials: None,
             interval: Duration::from_secs(1),
+            transport: Default::default(),
         })
         .collect();
     let mut config = Config::with_cameras(cams);

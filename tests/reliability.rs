@@ -17,6 +17,7 @@ fn camera(server: &FixtureServer, name: &str, path: &str, interval_ms: u64) -> C
         url: server.url(path).parse().unwrap(),
         credentials: None,
         interval: Duration::from_millis(interval_ms),
+        transport: Default::default(),
     }
 }
 

@@ -10,15 +10,15 @@
 //! The task alone writes its camera's [`CameraStatus`], so status is always
 //! consistent without locks.
 
+pub mod rtp_h264;
 pub mod session;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use retina::client::SessionGroup;
-use retina::codec::{CodecItem, ParametersRef};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -27,10 +27,11 @@ use tracing::{debug, info, warn};
 use crate::config::CameraConfig;
 use crate::decode::DecoderPool;
 use crate::http::metrics::DurationHistogram;
-use crate::keyframe::{Keyframe, KeyframeError};
+use crate::keyframe::Keyframe;
 use crate::pipeline::{make_still, EncodedStill, StillError, VideoCodec};
 use crate::{Snapshot, Store};
 pub use session::SourceError;
+use rtp_h264::{KeyKind, Unit};
 
 /// What a camera is doing right now.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,6 +71,8 @@ pub struct CameraStatus {
     pub keyframes_decoded: u64,
     /// Keyframes thrown away: lost packets, or a decode/encode error.
     pub keyframes_skipped: u64,
+    /// Access units dropped because they exceeded `max_access_unit`.
+    pub oversized: u64,
     /// Sessions opened after the first.
     pub reconnects: u64,
     /// The last error, kept after recovery for diagnosis.
@@ -101,6 +104,7 @@ impl CameraStatus {
             keyframes_seen: 0,
             keyframes_decoded: 0,
             keyframes_skipped: 0,
+            oversized: 0,
             reconnects: 0,
             last_error: None,
             dims: None,
@@ -123,6 +127,8 @@ pub struct CameraTask {
     pub timeout: Duration,
     /// JPEG quality.
     pub quality: u8,
+    /// Largest access unit kept, in bytes.
+    pub max_access_unit: usize,
     /// Shared decoders.
     pub pool: Arc<DecoderPool>,
     /// Where stills are published.
@@ -192,8 +198,16 @@ async fn run_camera(mut task: CameraTask, status: watch::Sender<CameraStatus>) {
         }
         status.send_modify(|s| s.state = CameraState::Connecting);
         debug!(url = %task.config.url, "connecting");
+        let dial = session::Dial {
+            url: &task.config.url,
+            creds: task.config.credentials.as_ref(),
+            group: group.clone(),
+            timeout: task.timeout,
+            transport: task.config.transport,
+            max_access_unit: task.max_access_unit,
+        };
         let opened = tokio::select! {
-            r = session::open(&task.config.url, task.config.credentials.as_ref(), group.clone(), task.timeout) => r,
+            r = session::open(&dial) => r,
             _ = crate::stopping(&mut shutdown) => break 'outer,
         };
         let started = Instant::now();
@@ -211,6 +225,7 @@ async fn run_camera(mut task: CameraTask, status: watch::Sender<CameraStatus>) {
                 });
                 info!(
                     codec = opened.codec.as_deref().unwrap_or("?"),
+                    transport = opened.transport.as_str(),
                     "streaming from {}", task.config.url
                 );
                 stream(&mut task, &name, opened, &status, &mut stills).await
@@ -321,33 +336,38 @@ fn next_read_tick(now: Instant) -> Instant {
     epoch + READ_BATCH * u32::try_from(ticks).unwrap_or(u32::MAX)
 }
 
-/// Waits until `not_before`, then returns the first item the stream yields
-/// (within `timeout`) and every item already buffered after it, and why the
-/// stream ended if it did (after the items, which still count).
+/// Waits until `not_before`, then returns the first access unit the stream
+/// finishes (within `timeout`) and every one already buffered after it,
+/// and why the stream ended if it did (after the units, which still count).
 async fn read_batch(
-    demuxed: &mut retina::client::Demuxed,
+    opened: &mut session::Opened,
     not_before: Instant,
     timeout: Duration,
-) -> (Vec<CodecItem>, Option<ReadEnd>) {
+) -> (Vec<Unit>, Option<ReadEnd>) {
     tokio::time::sleep_until(not_before).await;
-    let mut items = Vec::new();
-    let end = |next: Option<Result<CodecItem, retina::Error>>| match next {
+    let mut units = Vec::new();
+    let end = |next: Option<Result<Unit, retina::Error>>| match next {
         None => Some(ReadEnd::Ended),
         Some(Err(e)) => Some(ReadEnd::Error(e)),
         Some(Ok(_)) => None,
     };
-    match tokio::time::timeout(timeout, demuxed.next()).await {
-        Err(_) => return (items, Some(ReadEnd::Silent)),
-        Ok(Some(Ok(item))) => items.push(item),
-        Ok(other) => return (items, end(other)),
+    // Only finished video access units count as "the camera sends
+    // something": RTCP reports alone, or a picture that never ends, are
+    // silence (and the picture is capped by the depacketizer meanwhile).
+    match tokio::time::timeout(timeout, opened.next()).await {
+        Err(_) => return (units, Some(ReadEnd::Silent)),
+        Ok(Some(Ok(unit))) => units.push(unit),
+        Ok(other) => return (units, end(other)),
     }
-    while let Some(next) = demuxed.next().now_or_never() {
-        match next {
-            Some(Ok(item)) => items.push(item),
-            other => return (items, end(other)),
+    // Bounded: a batch never holds more than a few seconds of video.
+    while units.len() < 256 {
+        match opened.next().now_or_never() {
+            None => break,
+            Some(Some(Ok(unit))) => units.push(unit),
+            Some(other) => return (units, end(other)),
         }
     }
-    (items, None)
+    (units, None)
 }
 
 /// Why reading stopped.
@@ -358,109 +378,156 @@ enum ReadEnd {
 }
 
 /// What one session has seen so far: the newest keyframe and the measured
-/// keyframe interval. Fed every frame; owned by the camera task.
+/// keyframe interval. Fed every access unit; owned by the camera task.
+///
+/// Every time here is our own clock (arrival), never the camera's RTP
+/// timestamps: a camera that claims keyframes 59 s apart cannot stretch the
+/// watchdog.
 struct Watch {
     codec: VideoCodec,
-    stream_index: usize,
     latest: Option<Keyframe>,
     /// When `latest` was read off the socket.
     latest_at: Instant,
     kf_seq: u64,
     last_kf_at: Instant,
-    last_kf_ts: Option<f64>,
     kf_interval: Option<Duration>,
     rates: Rates,
     /// Inspect the SPS of the first keyframe and after every parameter change.
     check_sps: bool,
+    /// Said once per session: keyframes that are intra but not IDR.
+    told_intra: bool,
 }
 
 impl Watch {
+    /// The watchdog never waits longer than this for a keyframe, whatever
+    /// interval the camera seems to use.
+    const WATCHDOG_CEILING: Duration = Duration::from_secs(30);
+    const WATCHDOG_FLOOR: Duration = Duration::from_secs(10);
+
     fn new(opened: &session::Opened) -> Self {
         Watch {
             codec: opened.video_codec,
-            stream_index: opened.stream_index,
             latest: None,
             latest_at: Instant::now(),
             kf_seq: 0,
             last_kf_at: Instant::now(),
-            last_kf_ts: None,
             kf_interval: None,
             rates: Rates::new(),
             check_sps: opened.video_codec == VideoCodec::H264,
+            told_intra: false,
         }
     }
 
-    /// A camera that sends no keyframe for this long is redialed.
+    /// A camera that sends no usable keyframe for this long is redialed:
+    /// twice the measured interval, within fixed bounds.
     fn watchdog(&self) -> Duration {
         self.kf_interval
-            .map_or(Duration::from_secs(10), |i| i * 2)
-            .max(Duration::from_secs(10))
+            .map_or(Self::WATCHDOG_FLOOR, |i| i * 2)
+            .clamp(Self::WATCHDOG_FLOOR, Self::WATCHDOG_CEILING)
     }
 
-    fn on_item(
+    fn on_unit(
         &mut self,
-        item: CodecItem,
-        demuxed: &retina::client::Demuxed,
+        unit: Unit,
         status: &watch::Sender<CameraStatus>,
     ) -> Result<(), SourceError> {
-        let CodecItem::VideoFrame(frame) = item else {
-            return Ok(());
-        };
-        if frame.stream_id() != self.stream_index {
-            return Ok(());
-        }
-        self.rates.count(frame.data().len(), status);
-        if frame.has_new_parameters() {
-            self.check_sps = self.codec == VideoCodec::H264;
-            if let Some(ParametersRef::Video(v)) = demuxed.streams()[self.stream_index].parameters()
-            {
-                let dims = v.pixel_dimensions();
-                status.send_modify(|s| s.dims = Some(dims));
+        let key = match unit {
+            Unit::Other { bytes } => {
+                self.rates.count(bytes, status);
+                return Ok(());
             }
-        }
-        if !frame.is_random_access_point() {
-            return Ok(());
-        }
-        if self.codec == VideoCodec::H264 {
-            let ts = frame.timestamp().elapsed_secs();
-            if let Some(prev) = self.last_kf_ts {
-                if ts > prev && ts - prev < 60.0 {
-                    self.kf_interval = Some(Duration::from_secs_f64(ts - prev));
+            Unit::Damaged { keyframe, bytes } => {
+                self.rates.count(bytes, status);
+                if keyframe {
+                    // Never decode a keyframe with holes: it would smear.
+                    debug!("keyframe skipped: packets lost or incomplete");
+                    status.send_modify(|s| {
+                        s.keyframes_seen += 1;
+                        s.keyframes_skipped += 1;
+                    });
                 }
+                return Ok(());
             }
-            self.last_kf_ts = Some(ts);
+            Unit::Oversized { bytes } => {
+                self.rates.count(bytes, status);
+                let limit = bytes;
+                warn!(
+                    "an access unit exceeded max_access_unit after {limit} bytes and was dropped; \
+                     raise max_access_unit if this camera really sends pictures that large"
+                );
+                status.send_modify(|s| s.oversized += 1);
+                return Ok(());
+            }
+            Unit::Key(k) => k,
+        };
+        self.rates.count(key.data.len(), status);
+        if key.kind == KeyKind::Intra {
+            // A non-IDR intra picture (open GOP, recovery point). openh264
+            // cannot start decoding on one, so it is not a keyframe here;
+            // the watchdog and the message below say what to change.
+            if !self.told_intra {
+                self.told_intra = true;
+                info!(
+                    "the camera sends intra pictures that are not IDR (open GOP or recovery \
+                     points); rtsnap makes stills from IDR keyframes only"
+                );
+            }
+            return Ok(());
         }
-        self.last_kf_at = Instant::now();
-        let loss = frame.loss();
+        if key.new_parameters {
+            self.check_sps = self.codec == VideoCodec::H264;
+        }
+        let now = Instant::now();
+        if self.kf_seq > 0 {
+            self.kf_interval = Some(now - self.last_kf_at);
+        }
+        self.last_kf_at = now;
         let kf_interval = self.kf_interval;
         status.send_modify(|s| {
             s.keyframes_seen += 1;
             s.keyframe_interval = kf_interval;
-            if loss > 0 {
-                s.keyframes_skipped += 1;
-            }
         });
-        if loss > 0 {
-            // Never decode a keyframe with holes: it would smear.
-            debug!(lost_packets = loss, "keyframe skipped: packets lost");
-            return Ok(());
-        }
         if self.check_sps {
-            // Interlaced streams can never be decoded: say so once, as a
-            // state, instead of failing every still.
-            if let Err(e @ KeyframeError::Interlaced) = crate::keyframe::inspect(frame.data()) {
-                return Err(SourceError::Unsupported(e.to_string()));
+            // Streams openh264 can never decode (interlaced, High 10,
+            // 4:2:2): say so once, as a state, instead of failing every
+            // still.
+            match crate::keyframe::inspect(&key.data) {
+                Ok(info) => {
+                    status.send_modify(|s| s.dims = Some((info.width, info.height)));
+                }
+                Err(
+                    e @ (crate::keyframe::KeyframeError::Interlaced
+                    | crate::keyframe::KeyframeError::UnsupportedProfile(_)),
+                ) => return Err(SourceError::Unsupported(e.to_string())),
+                Err(_) => {}
             }
             self.check_sps = false;
         }
         self.kf_seq += 1;
-        self.latest_at = Instant::now();
+        self.latest_at = now;
         self.latest = Some(Keyframe {
-            data: Bytes::from(frame.into_data()),
+            data: Bytes::from(key.data),
             received_at: SystemTime::now(),
             seq: self.kf_seq,
         });
         Ok(())
+    }
+}
+
+/// The reason a session that never sent a usable keyframe is redialed.
+fn no_keyframe_message(seen: &Watch, watchdog: Duration) -> String {
+    if seen.told_intra && seen.kf_seq == 0 {
+        format!(
+            "no IDR keyframe for {}s: the camera sends open-GOP or intra-refresh pictures only; \
+             set its GOP/keyframe mode so it sends IDR frames (e.g. turn off \"smart codec\" or \
+             intra refresh); reconnecting",
+            watchdog.as_secs()
+        )
+    } else {
+        format!(
+            "no keyframe for {}s although the connection is open; reconnecting",
+            watchdog.as_secs()
+        )
     }
 }
 
@@ -476,6 +543,15 @@ async fn stream(
     let interval = task.config.interval;
     let codec = opened.video_codec;
     let mut shutdown = task.shutdown.clone();
+    if let Some(e) = opened
+        .sdp_sps
+        .as_deref()
+        .and_then(|sps| crate::keyframe::parse_sps(sps).ok())
+        .and_then(|info| info.unsupported())
+    {
+        // The SDP already says openh264 cannot decode this stream.
+        return Err(SourceError::Unsupported(e.to_string()));
+    }
     let mut seen = Watch::new(&opened);
     let mut last_used: u64 = 0;
     let mut next_due = Instant::now();
@@ -497,19 +573,16 @@ async fn stream(
                 publish(task, name, r, f.captured_at, status, stills);
             }
             _ = tokio::time::sleep_until(seen.last_kf_at + watchdog) => {
-                return Err(SourceError::Stalled(format!(
-                    "no keyframe for {}s although the connection is open; reconnecting",
-                    watchdog.as_secs()
-                )));
+                return Err(SourceError::Stalled(no_keyframe_message(&seen, watchdog)));
             }
-            (items, end) = read_batch(&mut opened.demuxed, next_read, task.timeout) => {
-                for item in items {
-                    seen.on_item(item, &opened.demuxed, status)?;
+            (units, end) = read_batch(&mut opened, next_read, task.timeout) => {
+                for unit in units {
+                    seen.on_unit(unit, status)?;
                 }
                 match end {
                     None => {}
                     Some(ReadEnd::Silent) => return Err(SourceError::Stalled(format!(
-                        "the camera sent nothing for {}s; reconnecting", task.timeout.as_secs()
+                        "the camera sent no complete picture for {}s; reconnecting", task.timeout.as_secs()
                     ))),
                     Some(ReadEnd::Ended) => return Err(SourceError::Other("the camera ended the stream".into())),
                     Some(ReadEnd::Error(e)) => return Err(SourceError::from_retina(&e, task.config.credentials.as_ref())),

@@ -2,22 +2,27 @@
 //! turning whatever goes wrong into one sentence a user can act on.
 //!
 //! retina has no timeouts of its own on connect, DESCRIBE, SETUP or PLAY, so
-//! each is wrapped in [`tokio::time::timeout`]. Transport is always TCP
-//! interleaved (retina's UDP has no reorder buffer), frames come in
-//! [`FrameFormat::SIMPLE`]: Annex B with SPS/PPS before every keyframe, which
-//! openh264 takes as is.
+//! each is wrapped in [`tokio::time::timeout`]. Transport is TCP interleaved
+//! by default; `transport = "udp"` or `"auto"` (UDP when the camera refuses
+//! TCP) for cameras and relays that serve UDP only. H.264 packets are
+//! depacketized by [`super::rtp_h264`], our own keyframe-only depacketizer
+//! that tolerates joining mid-stream and bounds memory; MJPEG goes through
+//! retina's demuxer (each frame is a JPEG already).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use retina::client::{
-    Credentials as RtspCredentials, Demuxed, PlayOptions, Session, SessionGroup, SessionOptions,
-    SetupOptions, TcpTransportOptions, Transport,
+    Credentials as RtspCredentials, Demuxed, PacketItem, PlayOptions, Playing, Session,
+    SessionGroup, SessionOptions, SetupOptions, TcpTransportOptions, Transport,
+    UdpTransportOptions,
 };
-use retina::codec::{FrameFormat, ParametersRef};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use url::Url;
 
-use crate::config::Credentials;
+use super::rtp_h264::{self, KeyAccessUnit, KeyKind, Unit};
+use crate::config::{Credentials, RtspTransport};
 use crate::pipeline::VideoCodec;
 
 /// What went wrong with a camera's RTSP session, worded for its owner.
@@ -42,6 +47,14 @@ pub enum SourceError {
     /// The camera is connected but sends nothing.
     #[error("{0}")]
     Stalled(String),
+    /// SETUP over TCP was refused (RTSP 461, or 400 from some relays).
+    #[error(
+        "the camera refuses RTSP over TCP (RTSP {status} to SETUP): set transport = \"udp\" or \"auto\" for this camera"
+    )]
+    TcpRefused {
+        /// The status it answered.
+        status: u16,
+    },
     /// Any other RTSP, network or stream error.
     #[error("{0}")]
     Other(String),
@@ -58,42 +71,77 @@ impl SourceError {
     /// multi-line (connection and message context); we keep its first line
     /// and add advice for the statuses cameras and NVRs commonly send.
     pub(crate) fn from_retina(e: &retina::Error, creds: Option<&Credentials>) -> SourceError {
-        let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default().to_owned();
         match e.status_code() {
-            Some(401) => SourceError::Status(match creds {
-                Some(c) => format!(
-                    "RTSP 401 Unauthorized: check username \"{}\" and {}",
-                    c.username, c.source
-                ),
-                None => "RTSP 401 Unauthorized: the camera wants a login; set username and \
-                         password_env (or password_file)"
-                    .into(),
-            }),
-            Some(403) => SourceError::Status(
-                "RTSP 403 Forbidden: the user may not view this stream, or the NVR's limit of \
-                 viewers is reached; close other viewers or raise the limit"
-                    .into(),
-            ),
-            Some(404) => SourceError::Status(
-                "RTSP 404 Not Found: the camera has no stream at this URL path; check the path \
-                 (and the channel number)"
-                    .into(),
-            ),
-            Some(453) => SourceError::Status(
-                "RTSP 453 Not Enough Bandwidth: the camera or NVR refuses another session; close \
-                 other viewers or use the substream"
-                    .into(),
-            ),
-            Some(s) => SourceError::Status(format!("RTSP {s}: {first}")),
-            None => SourceError::Other(first),
+            Some(s) => status_error(s, &first, creds),
+            // Some cameras answer an error without a CSeq header; retina
+            // then reports a framing error. Recover the status from the
+            // reason phrase it quotes, so the user sees "404", not framing.
+            None => match reason_without_cseq(&text).and_then(status_of_reason) {
+                Some(s) => status_error(s, &first, creds),
+                None => SourceError::Other(first),
+            },
         }
     }
 }
 
+/// The message for an RTSP error status, with advice for those cameras and
+/// NVRs commonly send.
+fn status_error(status: u16, first: &str, creds: Option<&Credentials>) -> SourceError {
+    SourceError::Status(match status {
+        401 => match creds {
+            Some(c) => format!(
+                "RTSP 401 Unauthorized: check username \"{}\" and {}",
+                c.username, c.source
+            ),
+            None => "RTSP 401 Unauthorized: the camera wants a login; set username and \
+                     password_env (or password_file)"
+                .into(),
+        },
+        403 => "RTSP 403 Forbidden: the user may not view this stream, or the NVR's limit of \
+                viewers is reached; close other viewers or raise the limit"
+            .into(),
+        404 => "RTSP 404 Not Found: the camera has no stream at this URL path; check the path \
+                (and the channel number)"
+            .into(),
+        453 => "RTSP 453 Not Enough Bandwidth: the camera or NVR refuses another session; close \
+                other viewers or use the substream"
+            .into(),
+        461 => {
+            return SourceError::TcpRefused { status };
+        }
+        s => format!("RTSP {s}: {first}"),
+    })
+}
+
+/// The reason phrase of a response retina rejected for lacking a CSeq.
+fn reason_without_cseq(text: &str) -> Option<&str> {
+    let end = text.find(" response with no/unparseable cseq")?;
+    let start = text[..end].rfind("got ")? + 4;
+    Some(&text[start..end])
+}
+
+/// The status a standard reason phrase stands for.
+fn status_of_reason(reason: &str) -> Option<u16> {
+    Some(match reason.trim().to_ascii_lowercase().as_str() {
+        "bad request" => 400,
+        "unauthorized" => 401,
+        "forbidden" => 403,
+        "not found" => 404,
+        "method not allowed" => 405,
+        "not enough bandwidth" => 453,
+        "session not found" => 454,
+        "unsupported transport" => 461,
+        "internal server error" => 500,
+        "service unavailable" => 503,
+        _ => return None,
+    })
+}
+
 /// A playing session and what we know about its video stream.
 pub struct Opened {
-    /// The frame stream.
-    pub demuxed: Demuxed,
+    reader: Reader,
     /// Index of the video stream that was set up.
     pub stream_index: usize,
     /// Its codec.
@@ -104,6 +152,91 @@ pub struct Opened {
     pub codec: Option<String>,
     /// Frame rate the stream declares, when it does.
     pub frame_rate: Option<f64>,
+    /// The transport in use (`auto` resolved).
+    pub transport: RtspTransport,
+    /// The SPS the SDP declares (H.264), to check before any keyframe.
+    pub sdp_sps: Option<Vec<u8>>,
+}
+
+/// Where access units come from.
+enum Reader {
+    /// H.264: raw RTP packets into our depacketizer.
+    H264 {
+        session: Session<Playing>,
+        depacketizer: rtp_h264::Depacketizer,
+    },
+    /// MJPEG: retina's demuxer; every frame is a keyframe.
+    Demuxed(Demuxed),
+}
+
+impl Opened {
+    /// The next finished access unit of the video stream. RTCP and other
+    /// streams' packets are consumed without returning, so a camera that
+    /// keeps the session alive with RTCP alone looks silent here. Cancel
+    /// safe: a packet is in the depacketizer before the next await.
+    pub async fn next(&mut self) -> Option<Result<Unit, retina::Error>> {
+        let stream_index = self.stream_index;
+        match &mut self.reader {
+            Reader::H264 {
+                session,
+                depacketizer,
+            } => loop {
+                if let Some(u) = depacketizer.pull() {
+                    return Some(Ok(u));
+                }
+                match session.next().await? {
+                    Err(e) => return Some(Err(e)),
+                    Ok(PacketItem::Rtp(pkt)) if pkt.stream_id() == stream_index => {
+                        depacketizer.push(
+                            pkt.timestamp().timestamp() as u32,
+                            pkt.mark(),
+                            pkt.loss(),
+                            pkt.payload(),
+                        );
+                    }
+                    Ok(_) => {}
+                }
+            },
+            Reader::Demuxed(d) => loop {
+                match d.next().await? {
+                    Err(e) => return Some(Err(e)),
+                    Ok(CodecItem::VideoFrame(f)) if f.stream_id() == stream_index => {
+                        let bytes = f.data().len();
+                        return Some(Ok(if f.loss() > 0 {
+                            Unit::Damaged {
+                                keyframe: true,
+                                bytes,
+                            }
+                        } else {
+                            Unit::Key(KeyAccessUnit {
+                                rtp_timestamp: f.timestamp().timestamp() as u32,
+                                new_parameters: f.has_new_parameters(),
+                                kind: KeyKind::Idr,
+                                data: f.into_data(),
+                            })
+                        }));
+                    }
+                    Ok(_) => {}
+                }
+            },
+        }
+    }
+}
+
+/// Where and how to open a session.
+pub struct Dial<'a> {
+    /// The camera's URL, without credentials.
+    pub url: &'a Url,
+    /// Its credentials, if any.
+    pub creds: Option<&'a Credentials>,
+    /// The camera's session group (stale-session tracking, TEARDOWN).
+    pub group: Arc<SessionGroup>,
+    /// Deadline for each step.
+    pub timeout: Duration,
+    /// TCP, UDP or TCP falling back to UDP.
+    pub transport: RtspTransport,
+    /// Largest access unit kept, in bytes.
+    pub max_access_unit: usize,
 }
 
 fn host_of(url: &Url) -> String {
@@ -114,13 +247,20 @@ fn host_of(url: &Url) -> String {
     )
 }
 
-/// DESCRIBE, pick the H.264 video stream, SETUP over TCP, PLAY.
-pub async fn open(
-    url: &Url,
-    creds: Option<&Credentials>,
-    group: Arc<SessionGroup>,
-    timeout: Duration,
-) -> Result<Opened, SourceError> {
+/// DESCRIBE, pick the video stream, SETUP, PLAY. With `auto`, a camera
+/// that refuses TCP is dialed again over UDP.
+pub async fn open(dial: &Dial<'_>) -> Result<Opened, SourceError> {
+    match dial.transport {
+        RtspTransport::Auto => match open_with(dial, RtspTransport::Tcp).await {
+            Err(SourceError::TcpRefused { .. }) => open_with(dial, RtspTransport::Udp).await,
+            other => other,
+        },
+        t => open_with(dial, t).await,
+    }
+}
+
+async fn open_with(dial: &Dial<'_>, transport: RtspTransport) -> Result<Opened, SourceError> {
+    let (url, creds, timeout) = (dial.url, dial.creds, dial.timeout);
     let host = host_of(url);
     let to = |step| SourceError::Timeout {
         step,
@@ -133,7 +273,7 @@ pub async fn open(
     });
     let options = SessionOptions::default()
         .creds(rtsp_creds)
-        .session_group(group)
+        .session_group(dial.group.clone())
         .user_agent(format!("rtsnap/{}", env!("CARGO_PKG_VERSION")));
     let mut session = tokio::time::timeout(timeout, Session::describe(url.clone(), options))
         .await
@@ -169,18 +309,27 @@ pub async fn open(
         }));
     };
     let frame_rate = streams[i].framerate().map(f64::from);
+    let fmtp = fmtp_of(session.sdp(), i);
+    let rtp_transport = match transport {
+        RtspTransport::Udp => Transport::Udp(UdpTransportOptions::default()),
+        _ => Transport::Tcp(TcpTransportOptions::default()),
+    };
     tokio::time::timeout(
         timeout,
         session.setup(
             i,
             SetupOptions::default()
-                .transport(Transport::Tcp(TcpTransportOptions::default()))
+                .transport(rtp_transport)
                 .frame_format(FrameFormat::SIMPLE),
         ),
     )
     .await
     .map_err(|_| to("SETUP"))?
-    .map_err(|e| SourceError::from_retina(&e, creds))?;
+    .map_err(|e| match (transport, e.status_code()) {
+        // Relays that only do UDP answer a TCP SETUP with 400 or 461.
+        (RtspTransport::Tcp, Some(status @ (400 | 461))) => SourceError::TcpRefused { status },
+        _ => SourceError::from_retina(&e, creds),
+    })?;
     let (dims, codec, params_rate) = match session.streams()[i].parameters() {
         Some(ParametersRef::Video(v)) => (
             Some(v.pixel_dimensions()),
@@ -193,17 +342,62 @@ pub async fn open(
         .await
         .map_err(|_| to("PLAY"))?
         .map_err(|e| SourceError::from_retina(&e, creds))?;
-    let demuxed = playing
-        .demuxed()
-        .map_err(|e| SourceError::from_retina(&e, creds))?;
+    let (reader, sdp_sps) = match video_codec {
+        VideoCodec::H264 => {
+            let depacketizer = rtp_h264::Depacketizer::new(fmtp.as_deref(), dial.max_access_unit);
+            let sps = depacketizer.sps().map(<[u8]>::to_vec);
+            (
+                Reader::H264 {
+                    session: playing,
+                    depacketizer,
+                },
+                sps,
+            )
+        }
+        VideoCodec::Mjpeg => (
+            Reader::Demuxed(
+                playing
+                    .demuxed()
+                    .map_err(|e| SourceError::from_retina(&e, creds))?,
+            ),
+            None,
+        ),
+    };
     Ok(Opened {
-        demuxed,
+        reader,
         stream_index: i,
         video_codec,
         dims,
         codec,
         frame_rate: frame_rate.or(params_rate),
+        transport,
+        sdp_sps,
     })
+}
+
+/// The `a=fmtp` value of the `index`th media section of an SDP, for that
+/// section's first payload type.
+fn fmtp_of(sdp: &[u8], index: usize) -> Option<String> {
+    let text = String::from_utf8_lossy(sdp);
+    let mut media = None::<usize>;
+    let mut payload_type = None::<String>;
+    for line in text.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            media = Some(media.map_or(0, |n| n + 1));
+            payload_type = m.split_whitespace().nth(3).map(str::to_owned);
+            continue;
+        }
+        if media != Some(index) {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("a=fmtp:") {
+            let (pt, value) = rest.split_once(' ')?;
+            if Some(pt) == payload_type.as_deref() {
+                return Some(value.to_owned());
+            }
+        }
+    }
+    None
 }
 
 /// Turns an RFC 6381 H.264 codec string (`avc1.PPCCLL`) into a profile name.
@@ -222,4 +416,37 @@ pub fn h264_profile(codec: &str) -> Option<&'static str> {
         244 => "High 4:4:4",
         _ => "other",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fmtp_of_the_right_media_section() {
+        let sdp = b"v=0\r\nm=audio 0 RTP/AVP 97\r\na=fmtp:97 config=11\r\n\
+m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;sprop-parameter-sets=Z0I=,aM4=;\r\n";
+        assert_eq!(fmtp_of(sdp, 0).as_deref(), Some("config=11"));
+        assert_eq!(
+            fmtp_of(sdp, 1).as_deref(),
+            Some("packetization-mode=1;sprop-parameter-sets=Z0I=,aM4=;")
+        );
+        assert_eq!(fmtp_of(sdp, 2), None);
+    }
+
+    #[test]
+    fn status_from_a_response_without_cseq() {
+        let text = "RTSP framing error: Expected response to DESCRIBE CSeq 1, got Not Found \
+                    response with no/unparseable cseq\n\nconn: ...";
+        assert_eq!(reason_without_cseq(text), Some("Not Found"));
+        assert_eq!(status_of_reason("Not Found"), Some(404));
+        assert!(matches!(
+            status_error(404, "", None),
+            SourceError::Status(m) if m.starts_with("RTSP 404")
+        ));
+        assert!(matches!(
+            status_error(461, "", None),
+            SourceError::TcpRefused { status: 461 }
+        ));
+    }
 }
