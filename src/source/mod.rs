@@ -30,8 +30,8 @@ use crate::http::metrics::DurationHistogram;
 use crate::keyframe::Keyframe;
 use crate::pipeline::{make_still, EncodedStill, StillError, VideoCodec};
 use crate::{Snapshot, Store};
-pub use session::SourceError;
 use rtp_h264::{KeyKind, Unit};
+pub use session::SourceError;
 
 /// What a camera is doing right now.
 #[derive(Clone, Debug, PartialEq)]
@@ -226,7 +226,8 @@ async fn run_camera(mut task: CameraTask, status: watch::Sender<CameraStatus>) {
                 info!(
                     codec = opened.codec.as_deref().unwrap_or("?"),
                     transport = opened.transport.as_str(),
-                    "streaming from {}", task.config.url
+                    "streaming from {}",
+                    task.config.url
                 );
                 stream(&mut task, &name, opened, &status, &mut stills).await
             }
