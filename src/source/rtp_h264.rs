@@ -65,6 +65,18 @@ pub struct KeyAccessUnit {
     pub new_parameters: bool,
 }
 
+impl KeyAccessUnit {
+    /// The unit as one a decoder can start on: an IDR as it is; a
+    /// recovery-point I picture relabelled as IDR (see
+    /// [`open_gop`](super::open_gop)), or why that cannot be done.
+    pub fn startable(mut self) -> Result<KeyAccessUnit, super::open_gop::NotRewritable> {
+        if self.kind == KeyKind::Intra {
+            self.data = super::open_gop::as_idr(&self.data)?;
+        }
+        Ok(self)
+    }
+}
+
 /// What one finished access unit was.
 #[derive(Debug)]
 pub enum Unit {
