@@ -49,6 +49,10 @@ enum Play {
     SpropOnly,
     /// The first IDR without SPS/PPS, then the fixture as recorded.
     KeyframeBeforeParams,
+    /// An open-GOP camera: its one IDR when the session starts, then only
+    /// non-IDR I pictures with recovery-point SEIs (the fixture's access
+    /// units after the first, in a loop).
+    OpenGop,
     /// IDR at RTP time 0, IDR at RTP time 59 s one second later, then FU-A
     /// fragments of one IDR slice at `rate` bytes per second, forever.
     Endless { rate: usize },
@@ -314,6 +318,9 @@ async fn run(play: Play, stream: Arc<FixtureStream>, tx: mpsc::Sender<Bytes>) {
     let mut sent = 0u64;
     for round in 0u64.. {
         for (i, au) in aus.iter().enumerate() {
+            if matches!(play, Play::OpenGop) && round > 0 && i == 0 {
+                continue;
+            }
             let ts = (round * stream.loop_duration_90k() + au.pts) as u32;
             let data = match play {
                 Play::SpropOnly => without_parameter_sets(&au.data),
@@ -452,6 +459,56 @@ async fn not_found_without_cseq_says_404() {
     assert!(!ok);
     assert!(log.contains("404"), "{log}");
     assert!(!log.contains("framing"), "{log}");
+}
+
+/// An open-GOP camera (one IDR per session, then non-IDR I pictures with
+/// recovery points, as x264 `open-gop=1` writes them): the I pictures are
+/// relabelled as IDR and decoded, so stills keep coming on one connection,
+/// and the still matches ffmpeg's decode of that I picture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_gop_i_pictures_make_stills_without_redialing() {
+    let path = fixtures_dir().join("opengop360p.h264");
+    let stream = Arc::new(FixtureStream::load(&path).unwrap());
+    let server = hostile(Script::Play(Play::OpenGop), stream).await;
+    let d = rtsnap::Daemon::start(rtsnap::Config::with_cameras(vec![camera(
+        "opengop",
+        &server.url(),
+    )]));
+    // The only IDR comes first; stills 2 and 3 can only be I pictures. The
+    // loop is 4 s, so 3 stills take over 8 s, longer than the 10 s watchdog
+    // floor would allow if they did not count.
+    let s = wait_for(Duration::from_secs(30), "3 stills", || {
+        let s = status(&d, "opengop");
+        (s.stills >= 3).then_some(s)
+    })
+    .await;
+    assert_eq!((s.reconnects, server.plays()), (0, 1), "{s:?}");
+    let jpeg = d.store().latest("opengop").unwrap().jpeg.clone();
+    d.shutdown().await;
+
+    // ffmpeg's decode of the stream's second I picture (the first non-IDR),
+    // converted as the fixtures' reference PNGs are (fixtures/make-fixtures.sh).
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-i"])
+        .arg(&path)
+        .args([
+            "-vf",
+            "select='eq(pict_type,I)',scale=in_color_matrix=bt601:in_range=tv:out_range=pc:\
+             flags=accurate_rnd+full_chroma_int+bitexact,format=rgb24",
+            "-fps_mode",
+            "passthrough",
+        ])
+        .arg(dir.path().join("i%d.png"))
+        .output()
+        .expect("ffmpeg (scripts/test installs it)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference = image::open(dir.path().join("i2.png")).unwrap().into_rgb8();
+    let still = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg)
+        .unwrap()
+        .into_rgb8();
+    let m = compare(&still, &reference);
+    assert!(m.good(), "relabelled I picture vs ffmpeg: {m:?}");
 }
 
 /// Peak resident memory of a running process, from /proc.
