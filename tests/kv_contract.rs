@@ -34,7 +34,9 @@ const TOKEN: &str = "test-token-Qw9x7-never-logged";
 /// A failure the fake API answers the next request with.
 #[derive(Clone, Debug)]
 enum Fault {
-    TooMany { retry_after: u64 },
+    TooMany {
+        retry_after: u64,
+    },
     /// A 429 whose `retry-after` is this text, verbatim.
     TooManyRaw(String),
     ServerError,
@@ -90,8 +92,7 @@ async fn bulk(
         }
         Some(Fault::TooManyRaw(v)) => {
             let mut r = envelope(StatusCode::TOO_MANY_REQUESTS, 10429, "Too many requests");
-            r.headers_mut()
-                .insert("retry-after", v.parse().unwrap());
+            r.headers_mut().insert("retry-after", v.parse().unwrap());
             return r;
         }
         Some(Fault::ServerError) => {
@@ -559,7 +560,13 @@ async fn uploads_resume_after_a_capped_retry_after() {
         ..SinkLimits::default()
     };
     let sink: Arc<dyn Sink> = Arc::new(CloudflareKvSink::new(&kv_config(addr)));
-    let task = tokio::spawn(supervise_sink(sink, store.clone(), stop_rx, status_tx, limits));
+    let task = tokio::spawn(supervise_sink(
+        sink,
+        store.clone(),
+        stop_rx,
+        status_tx,
+        limits,
+    ));
     store.publish(still("a", 1, 0));
     let failed_at = Instant::now();
     let f = wait_for(Duration::from_secs(10), "the 429", || {
@@ -586,11 +593,12 @@ async fn uploads_resume_after_a_capped_retry_after() {
     .await;
     let st = status.borrow().clone();
     assert_eq!((st.writes, st.restarts), (1, 0), "{st:?}");
-    let kv_state = kv.lock().unwrap();
-    assert_eq!(kv_state.requests.len(), 1, "one upload, after the wait");
-    assert_eq!(kv_state.values["latest/a"].0[2], 2, "the newest still");
-    assert!(kv_state.violations.is_empty(), "{:?}", kv_state.violations);
-    drop(kv_state);
+    {
+        let kv = kv.lock().unwrap();
+        assert_eq!(kv.requests.len(), 1, "one upload, after the wait");
+        assert_eq!(kv.values["latest/a"].0[2], 2, "the newest still");
+        assert!(kv.violations.is_empty(), "{:?}", kv.violations);
+    }
     assert!(
         resumed >= Duration::from_millis(1500),
         "the wait was honoured: {resumed:?}"

@@ -12,9 +12,7 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use futures::future::BoxFuture;
 use rtsnap::config::{DirSinkConfig, HttpConfig};
-use rtsnap::sink::{
-    supervise_sink, Sink, SinkError, SinkExit, SinkLimits, SinkState, SinkStatus,
-};
+use rtsnap::sink::{supervise_sink, Sink, SinkError, SinkExit, SinkLimits, SinkState, SinkStatus};
 use rtsnap::{CameraConfig, Config, Daemon, Snapshot, Store};
 use serde_json::Value;
 
@@ -126,9 +124,11 @@ async fn a_panicking_sink_is_restarted_and_shown_while_other_sinks_go_on() {
     assert!((0..=2_000).contains(&restart_in), "{p}");
 
     // Then it comes back and stores the camera's newest still.
-    wait_for(Duration::from_secs(20), "the sink to store after restarts", || {
-        (!panicky.stored.lock().unwrap().is_empty()).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "the sink to store after restarts",
+        || (!panicky.stored.lock().unwrap().is_empty()).then_some(()),
+    )
     .await;
     let st: SinkStatus = d
         .sink_status()

@@ -267,8 +267,7 @@ pub(crate) async fn drive(
                 return;
             }
         }
-        if Instant::now() >= next_write && write_due(&*sink, &mut pending, &status, &limits).await
-        {
+        if Instant::now() >= next_write && write_due(&*sink, &mut pending, &status, &limits).await {
             let pacing = clamp_delay(sink.pacing(), limits.max_delay);
             next_write = retry::instant_after(Instant::now(), pacing);
         }
