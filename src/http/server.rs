@@ -115,6 +115,8 @@ struct Conn {
     head_since: AtomicU64,
     /// Told to close (to make room).
     evict: Notify,
+    /// Told that a request head began: the header deadline may be sooner.
+    rearm: Notify,
 }
 
 /// The open connections and the server's counters; shared by the accept
@@ -172,6 +174,7 @@ impl Connections {
             last_io: AtomicU64::new(self.now_ms()),
             head_since: AtomicU64::new(0),
             evict: Notify::new(),
+            rearm: Notify::new(),
         });
         open.insert(id, conn.clone());
         Some(conn)
@@ -386,8 +389,7 @@ async fn connection(
         .serve_connection(io, service);
     tokio::pin!(served);
     loop {
-        let (at, why) = conns.deadline(&conn);
-        let at = conns.epoch + Duration::from_millis(at);
+        let at = conns.epoch + Duration::from_millis(conns.deadline(&conn).0);
         tokio::select! {
             r = served.as_mut() => {
                 if let Err(e) = r {
@@ -401,10 +403,12 @@ async fn connection(
                 let _ = tokio::time::timeout(SHUTDOWN_GRACE, served.as_mut()).await;
                 return;
             }
+            () = conn.rearm.notified() => continue,
             () = tokio::time::sleep_until(at) => {
                 // Something may have moved meanwhile: only a deadline that
                 // still stands closes the connection.
-                if conns.deadline(&conn).0 > conns.now_ms() {
+                let (at, why) = conns.deadline(&conn);
+                if at > conns.now_ms() {
                     continue;
                 }
                 match why {
@@ -429,13 +433,15 @@ impl Tracked {
     fn moved(&self, read: bool) {
         let now = self.conns.now_ms();
         self.conn.last_io.store(now, Ordering::Relaxed);
-        if read && self.conn.in_flight.load(Ordering::Acquire) == 0 {
-            let _ = self.conn.head_since.compare_exchange(
-                0,
-                now + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+        if read
+            && self.conn.in_flight.load(Ordering::Acquire) == 0
+            && self
+                .conn
+                .head_since
+                .compare_exchange(0, now + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.conn.rearm.notify_one();
         }
     }
 }
