@@ -397,6 +397,11 @@ async fn out_of_descriptors_the_server_backs_off_and_keeps_answering() {
          and {fresh2:?}; {errors} accept errors and {warnings} warnings in {elapsed:.1} s"
     );
     assert!(errors >= 1.0, "the limit was never reached");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("max_connections = 1000 is over half")),
+        "no warning about the cap at start: {log:?}"
+    );
     // At most one error per 10 ms back-off, plus one per idle socket freed.
     assert!(
         errors <= elapsed * 100.0 + IDLE as f64,
@@ -633,7 +638,7 @@ async fn a_login_flood_does_not_stall_a_real_login() {
     );
     // Before the bound, 400 queued verifications delayed a login by 13.6 s.
     assert!(real_one_ip < Duration::from_secs(3), "{real_one_ip:?}");
-    assert!(real_many < Duration::from_secs(6), "{real_many:?}");
+    assert!(real_many < LIMIT, "{real_many:?}");
     daemon.shutdown().await;
 }
 

@@ -238,6 +238,16 @@ pub async fn run(
     conns: Arc<Connections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    if let Some(limit) = open_files_limit() {
+        if conns.limits.max_connections as u64 * 2 > limit {
+            tracing::warn!(
+                "[http] max_connections = {} is over half of this process's file limit ({limit}), \
+                 which the cameras and sinks share: lower it, or raise LimitNOFILE= in the \
+                 systemd unit",
+                conns.limits.max_connections
+            );
+        }
+    }
     let mut warned: Option<Instant> = None;
     let mut suppressed = 0u64;
     loop {
@@ -308,6 +318,16 @@ pub async fn run(
     while conns.open() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The soft limit on open files (Linux's `/proc/self/limits`), if known
+/// and finite.
+fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let rest = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// Accept errors that concern only the connection being accepted.
