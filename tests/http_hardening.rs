@@ -211,7 +211,8 @@ async fn foreign_host_is_misdirected_loopback_and_listed_hosts_are_served() {
 }
 
 /// Raises this process's soft RLIMIT_NOFILE to at least `want` (within
-/// the hard limit), for the client side of the socket tests.
+/// the hard limit), for the client side of the socket tests, which run in
+/// parallel in this one process (the soft limit is often 1024).
 fn raise_nofile(want: u64) {
     let mut l = libc::rlimit {
         rlim_cur: 0,
@@ -324,7 +325,7 @@ async fn timed_status(addr: SocketAddr) -> (Reply, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eleven_hundred_idle_sockets_leave_room_and_descriptors() {
     const IDLE: usize = 1100;
-    raise_nofile(4096);
+    raise_nofile(8192);
     let dir = tempfile::tempdir().unwrap();
     // The setting: systemd's default 1024 descriptors, the default cap.
     let (child, addr, lines) = start_binary(dir.path(), "", 1024);
@@ -373,7 +374,7 @@ async fn eleven_hundred_idle_sockets_leave_room_and_descriptors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_descriptors_the_server_backs_off_and_keeps_answering() {
     const IDLE: usize = 400;
-    raise_nofile(4096);
+    raise_nofile(8192);
     let dir = tempfile::tempdir().unwrap();
     // A cap above the process's descriptor limit: accept hits EMFILE.
     let (child, addr, lines) = start_binary(dir.path(), "max_connections = 1000", 160);
@@ -546,6 +547,8 @@ async fn flood(addr: SocketAddr, from: Vec<IpAddr>, n: usize) -> Vec<(u16, Optio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_flood_does_not_stall_a_real_login() {
     const PASSWORD: &str = "correct horse battery";
+    // 400 client and 400 server sockets, beside the other tests' thousands.
+    raise_nofile(8192);
     let hash = rtsnap::http::auth::hash_password(&rtsnap::Secret::new(PASSWORD)).unwrap();
     // A cap above the flood, so that only authentication is measured here.
     let (daemon, addr) = start_daemon(&format!(
