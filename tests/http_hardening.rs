@@ -238,6 +238,7 @@ fn raise_nofile(want: u64) {
 /// collected; returns the child, its HTTP address and the log lines.
 fn start_binary(
     dir: &Path,
+    camera_url: &str,
     http_extra: &str,
     nofile: u64,
 ) -> (Killed, SocketAddr, Arc<Mutex<Vec<String>>>) {
@@ -246,8 +247,8 @@ fn start_binary(
     std::fs::write(
         &config,
         format!(
-            "timeout = \"3s\"\n[[camera]]\nname = \"cam\"\nurl = \"{NOWHERE}\"\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n{http_extra}\n"
+            "interval = \"1s\"\ntimeout = \"3s\"\n[[camera]]\nname = \"cam\"\n\
+             url = \"{camera_url}\"\n[http]\nlisten = \"127.0.0.1:0\"\n{http_extra}\n"
         ),
     )
     .unwrap();
@@ -327,9 +328,12 @@ async fn eleven_hundred_idle_sockets_leave_room_and_descriptors() {
     const IDLE: usize = 1100;
     raise_nofile(8192);
     let dir = tempfile::tempdir().unwrap();
-    // The issue's setting: systemd's default 1024 descriptors, the default cap.
-    let (child, addr, lines) = start_binary(dir.path(), "", 1024);
+    // The issue's setting: systemd's default 1024 descriptors, the default
+    // cap, and a real camera (the fixture server) that must keep working.
+    let server = common::start(&["/a"], rtsnap::fixture::Pacing::Live).await;
+    let (child, addr, lines) = start_binary(dir.path(), &server.url("/a"), "", 1024);
     let pid = child.0.id();
+    wait_camera(addr, "a first still", |c| c["stills"].as_u64() >= Some(1)).await;
     let (r, _) = timed_status(addr).await;
     assert_eq!(r.status, 200, "{r:?}");
     let baseline = open_fds(pid);
@@ -365,10 +369,52 @@ async fn eleven_hundred_idle_sockets_leave_room_and_descriptors() {
         "{fds} descriptors open (baseline {baseline})"
     );
     assert!(fresh < LIMIT && fresh2 < LIMIT);
+    // With the idle sockets still open, the camera's session is cut: it must
+    // reconnect (it failed with EMFILE before the cap) and make stills.
+    let before = camera_json(addr).await["stills"].as_u64().unwrap();
+    server.faults().drop_connections(Some("/a"));
+    let t = Instant::now();
+    wait_camera(addr, "a reconnect and a new still", |c| {
+        c["reconnects"].as_u64() >= Some(1)
+            && c["state"] == "streaming"
+            && c["stills"].as_u64() > Some(before)
+    })
+    .await;
+    println!(
+        "the camera reconnected and made a still {:?} after its session was cut",
+        t.elapsed()
+    );
     let log = lines.lock().unwrap().join("\n");
     assert!(!log.contains("Too many open files"), "{log}");
     drop(idle);
     drop(child);
+    server.shutdown().await;
+}
+
+/// The one camera's entry of `/api/status`.
+async fn camera_json(addr: SocketAddr) -> serde_json::Value {
+    let r = send_from(localhost(), addr, &get("/api/status", "127.0.0.1", ""))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let doc: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    doc["cameras"][0].clone()
+}
+
+/// Polls `/api/status` every 200 ms, for at most 30 s, until `ok`.
+async fn wait_camera(addr: SocketAddr, what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = camera_json(addr).await;
+        if ok(&c) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,7 +423,7 @@ async fn out_of_descriptors_the_server_backs_off_and_keeps_answering() {
     raise_nofile(8192);
     let dir = tempfile::tempdir().unwrap();
     // A cap above the process's descriptor limit: accept hits EMFILE.
-    let (child, addr, lines) = start_binary(dir.path(), "max_connections = 1000", 160);
+    let (child, addr, lines) = start_binary(dir.path(), NOWHERE, "max_connections = 1000", 160);
     let t = Instant::now();
     let idle = idle_sockets(addr, IDLE).await;
     let (r, fresh) = timed_status(addr).await;
