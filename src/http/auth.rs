@@ -286,8 +286,8 @@ impl Auth {
                 }
             }
             if clients.len() >= MAX_CLIENTS {
-                // Every entry has a verification pending: as many as there
-                // are waiting places at most, so this needs a huge table.
+                // Every entry has a verification pending, which takes
+                // more requests at once than the table has entries.
                 return Some(Duration::from_secs(1));
             }
         }
@@ -303,21 +303,22 @@ impl Auth {
     }
 
     /// Ends `client`'s pending verification: a success forgets its
-    /// failures, a failure counts one more; `None` only clears the mark.
-    fn end(&self, client: IpAddr, success: Option<bool>) {
+    /// failures, a failure counts one more, an abandoned one only clears
+    /// the mark.
+    fn end(&self, client: IpAddr, outcome: Outcome) {
         let mut clients = self.clients.lock().unwrap();
-        match success {
-            Some(true) => {
+        match outcome {
+            Outcome::Success => {
                 clients.remove(&client);
             }
-            Some(false) => {
+            Outcome::Failure => {
                 if let Some(f) = clients.get_mut(&client) {
                     f.count = f.count.saturating_add(1);
                     f.last = Instant::now();
                     f.pending = false;
                 }
             }
-            None => {
+            Outcome::Abandoned => {
                 if let Some(f) = clients.get_mut(&client) {
                     f.pending = false;
                     if f.count == 0 {
@@ -361,6 +362,17 @@ impl Auth {
     }
 }
 
+/// How a client's pending verification ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The password was right.
+    Success,
+    /// It was wrong: one more failure.
+    Failure,
+    /// Never verified (no waiting place, or the request went away).
+    Abandoned,
+}
+
 /// A client's pending verification, ended exactly once.
 struct Pending<'a> {
     auth: &'a Auth,
@@ -370,13 +382,13 @@ struct Pending<'a> {
 impl Pending<'_> {
     fn succeeded(mut self) {
         if let Some(c) = self.client.take() {
-            self.auth.end(c, Some(true));
+            self.auth.end(c, Outcome::Success);
         }
     }
 
     fn failed(mut self) {
         if let Some(c) = self.client.take() {
-            self.auth.end(c, Some(false));
+            self.auth.end(c, Outcome::Failure);
         }
     }
 }
@@ -384,7 +396,7 @@ impl Pending<'_> {
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.client.take() {
-            self.auth.end(c, None);
+            self.auth.end(c, Outcome::Abandoned);
         }
     }
 }
@@ -551,7 +563,7 @@ mod tests {
         for i in 0..(MAX_CLIENTS as u32 + 500) {
             let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
             assert_eq!(auth.begin(ip, now), None);
-            auth.end(ip, Some(false));
+            auth.end(ip, Outcome::Failure);
         }
         assert_eq!(auth.clients_tracked(), MAX_CLIENTS);
         // IPv6 clients count by /64.
