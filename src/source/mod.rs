@@ -10,6 +10,7 @@
 //! The task alone writes its camera's [`CameraStatus`], so status is always
 //! consistent without locks.
 
+mod bits;
 pub mod open_gop;
 pub mod rtp_h264;
 pub mod session;
