@@ -76,17 +76,19 @@ struct Live555 {
 
 fn start_live555(server: &Path) -> Live555 {
     let fixture = fixtures_dir().join(format!("{FULLHD}.h264"));
-    let mut child = Command::new(server)
-        .arg("--fixture")
-        .arg(&fixture)
-        .args(["--fps", "25"])
-        // live555 drops an RTP-over-TCP packet that finds the client's socket
-        // full, and writes a whole access unit at once: a 190 KB IDR through
-        // its stock 100 KB send buffer loses its tail whenever the client is
-        // not scheduled during that millisecond, which on a busy 2-core
-        // machine is most of the time (then neither rtsnap nor ffmpeg gets a
-        // clean keyframe). 2 MB, like a camera sized for its own IDRs.
-        .args(["--tcp-sndbuf", "2000000"])
+    let mut cmd = Command::new(server);
+    cmd.arg("--fixture").arg(&fixture).args(["--fps", "25"]);
+    // live555 drops an RTP-over-TCP packet that finds the client's socket
+    // full, and writes a whole access unit at once: a 190 KB IDR through its
+    // stock 100 KB send buffer loses its tail whenever the client is not
+    // scheduled during that millisecond, which on a busy 2-core machine is
+    // often (then neither rtsnap nor ffmpeg gets a clean keyframe). 2 MB,
+    // like a camera sized for its own IDRs; RTSNAP_LIVE555_STOCK_SNDBUF=1
+    // keeps live555's own, to measure that.
+    if std::env::var_os("RTSNAP_LIVE555_STOCK_SNDBUF").is_none() {
+        cmd.args(["--tcp-sndbuf", "2000000"]);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
