@@ -379,7 +379,10 @@ fn rounds(transport: &str, with_ffmpeg: bool) {
                 let valid =
                     image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).is_ok();
                 ff_valid += valid as usize;
-                ff_correct += refs.matches(&jpeg).is_ok() as usize;
+                match refs.matches(&jpeg) {
+                    Ok(()) => ff_correct += 1,
+                    Err(e) => eprintln!("round {i}: ffmpeg's picture is not a keyframe: {e}"),
+                }
             }
         }
         eprintln!("round {i}: rtsnap snap {took:.2?}");
