@@ -340,7 +340,7 @@ async fn run(play: Play, stream: Arc<FixtureStream>, tx: mpsc::Sender<Bytes>) {
             if tx.send(out).await.is_err() {
                 return;
             }
-            if sent % 25 == 0 {
+            if sent.is_multiple_of(25) {
                 let mut sr = BytesMut::new();
                 pk.push_sender_report(ntp_timestamp(std::time::SystemTime::now()), ts, 1, &mut sr);
                 if tx.send(sr.freeze()).await.is_err() {

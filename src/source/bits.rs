@@ -37,7 +37,7 @@ impl<'a> Reader<'a> {
             }
         }
         let rest = self.u(zeros)?;
-        Some(((1u64 << zeros) - 1 + u64::from(rest)).try_into().ok()?)
+        ((1u64 << zeros) - 1 + u64::from(rest)).try_into().ok()
     }
 
     pub(crate) fn se(&mut self) -> Option<i32> {
@@ -64,7 +64,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn bit(&mut self, b: u32) {
-        if self.bits % 8 == 0 {
+        if self.bits.is_multiple_of(8) {
             self.out.push(0);
         }
         if b != 0 {
@@ -103,7 +103,7 @@ impl Writer {
     /// Copies bits `from..to` of `data`; whole bytes when both sides are
     /// byte aligned (CABAC slice data).
     pub(crate) fn copy_bits(&mut self, data: &[u8], mut from: usize, to: usize) {
-        if self.bits % 8 == 0 && from % 8 == 0 {
+        if self.bits.is_multiple_of(8) && from.is_multiple_of(8) {
             let whole = (to - from) / 8;
             self.out
                 .extend_from_slice(&data[from / 8..from / 8 + whole]);

@@ -204,10 +204,10 @@ fn rewrite_slice(
     }
     // slice_data(): CABAC starts byte aligned with alignment one-bits.
     if pps.entropy_coding_mode_flag {
-        while r.pos % 8 != 0 {
+        while !r.pos.is_multiple_of(8) {
             r.u(1).ok_or(BadHeader)?;
         }
-        while w.bits % 8 != 0 {
+        while !w.bits.is_multiple_of(8) {
             w.u(1, 1);
         }
     }
@@ -218,7 +218,7 @@ fn rewrite_slice(
     }
     w.copy_bits(&rbsp, r.pos, stop);
     w.u(1, 1);
-    while w.bits % 8 != 0 {
+    while !w.bits.is_multiple_of(8) {
         w.u(0, 1);
     }
     let header = (if nal_ref_idc == 0 { 3 } else { nal_ref_idc } << 5) | nal_type::SLICE_IDR;

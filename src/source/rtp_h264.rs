@@ -307,11 +307,12 @@ impl Depacketizer {
                 // An IDR unit with a non-IDR slice is not a clean IDR.
                 cur.damaged = true;
             }
-            nal_type::SLICE_NON_IDR if cur.class == Class::Key(KeyKind::Intra) => {
-                if !slice_is_intra(nal) {
-                    cur.class = Class::Skip;
-                    cur.buf = Vec::new();
-                }
+            // An intra picture with an inter slice is not intra after all.
+            nal_type::SLICE_NON_IDR
+                if cur.class == Class::Key(KeyKind::Intra) && !slice_is_intra(nal) =>
+            {
+                cur.class = Class::Skip;
+                cur.buf = Vec::new();
             }
             _ => {}
         }

@@ -248,18 +248,8 @@ fn host_of(url: &Url) -> String {
 }
 
 /// DESCRIBE, pick the video stream, SETUP, PLAY. With `auto`, a camera
-/// that refuses TCP is dialed again over UDP.
+/// that refuses TCP is asked again for UDP in the same session.
 pub async fn open(dial: &Dial<'_>) -> Result<Opened, SourceError> {
-    match dial.transport {
-        RtspTransport::Auto => match open_with(dial, RtspTransport::Tcp).await {
-            Err(SourceError::TcpRefused { .. }) => open_with(dial, RtspTransport::Udp).await,
-            other => other,
-        },
-        t => open_with(dial, t).await,
-    }
-}
-
-async fn open_with(dial: &Dial<'_>, transport: RtspTransport) -> Result<Opened, SourceError> {
     let (url, creds, timeout) = (dial.url, dial.creds, dial.timeout);
     let host = host_of(url);
     let to = |step| SourceError::Timeout {
@@ -310,26 +300,43 @@ async fn open_with(dial: &Dial<'_>, transport: RtspTransport) -> Result<Opened, 
     };
     let frame_rate = streams[i].framerate().map(f64::from);
     let fmtp = fmtp_of(session.sdp(), i);
-    let rtp_transport = match transport {
-        RtspTransport::Udp => Transport::Udp(UdpTransportOptions::default()),
-        _ => Transport::Tcp(TcpTransportOptions::default()),
+    // `auto` asks for TCP and, when the camera refuses it, for UDP in the
+    // same session: a second DESCRIBE right away can meet a server still
+    // tearing down the first (GStreamer answers 503 then).
+    let tries: &[RtspTransport] = match dial.transport {
+        RtspTransport::Auto => &[RtspTransport::Tcp, RtspTransport::Udp],
+        RtspTransport::Tcp => &[RtspTransport::Tcp],
+        RtspTransport::Udp => &[RtspTransport::Udp],
     };
-    tokio::time::timeout(
-        timeout,
-        session.setup(
-            i,
-            SetupOptions::default()
-                .transport(rtp_transport)
-                .frame_format(FrameFormat::SIMPLE),
-        ),
-    )
-    .await
-    .map_err(|_| to("SETUP"))?
-    .map_err(|e| match (transport, e.status_code()) {
-        // Relays that only do UDP answer a TCP SETUP with 400 or 461.
-        (RtspTransport::Tcp, Some(status @ (400 | 461))) => SourceError::TcpRefused { status },
-        _ => SourceError::from_retina(&e, creds),
-    })?;
+    let mut transport = tries[0];
+    for (n, &t) in tries.iter().enumerate() {
+        transport = t;
+        let rtp_transport = match t {
+            RtspTransport::Udp => Transport::Udp(UdpTransportOptions::default()),
+            _ => Transport::Tcp(TcpTransportOptions::default()),
+        };
+        let result = tokio::time::timeout(
+            timeout,
+            session.setup(
+                i,
+                SetupOptions::default()
+                    .transport(rtp_transport)
+                    .frame_format(FrameFormat::SIMPLE),
+            ),
+        )
+        .await
+        .map_err(|_| to("SETUP"))?
+        .map_err(|e| match (t, e.status_code()) {
+            // Relays that only do UDP answer a TCP SETUP with 400 or 461.
+            (RtspTransport::Tcp, Some(status @ (400 | 461))) => SourceError::TcpRefused { status },
+            _ => SourceError::from_retina(&e, creds),
+        });
+        match result {
+            Ok(()) => break,
+            Err(SourceError::TcpRefused { .. }) if n + 1 < tries.len() => continue,
+            Err(e) => return Err(e),
+        }
+    }
     let (dims, codec, params_rate) = match session.streams()[i].parameters() {
         Some(ParametersRef::Video(v)) => (
             Some(v.pixel_dimensions()),
