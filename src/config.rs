@@ -634,8 +634,13 @@ impl Ctx<'_> {
         range: std::ops::RangeInclusive<usize>,
     ) -> Result<usize, ConfigError> {
         let help = "write a size such as \"8MiB\", \"512KiB\" or a number of bytes";
-        let bytes = parse_size(v.get_ref())
-            .ok_or_else(|| self.err(v.span(), format!("{key} = \"{}\" is not a size", v.get_ref()), help))?;
+        let bytes = parse_size(v.get_ref()).ok_or_else(|| {
+            self.err(
+                v.span(),
+                format!("{key} = \"{}\" is not a size", v.get_ref()),
+                help,
+            )
+        })?;
         if !range.contains(&bytes) {
             return Err(self.err(
                 v.span(),

@@ -92,7 +92,8 @@ impl Daemon {
         let cameras = config
             .cameras
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(index, c)| {
                 spawn_camera(CameraTask {
                     config: c.clone(),
                     timeout: config.timeout,
@@ -101,6 +102,7 @@ impl Daemon {
                     pool: pool.clone(),
                     store: store.clone(),
                     shutdown: shutdown_rx.clone(),
+                    index,
                 })
             })
             .collect::<Vec<_>>();

@@ -283,9 +283,15 @@ fn hash_password() -> Result<(), String> {
 
 async fn snap(camera: &CameraArgs, output: &Path, quality: u8) -> Result<(), String> {
     let (url, creds) = camera.resolve()?;
-    let still = rtsnap::snap::snap(&url, creds.as_ref(), camera.transport, camera.timeout, quality)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
+    let still = rtsnap::snap::snap(
+        &url,
+        creds.as_ref(),
+        camera.transport,
+        camera.timeout,
+        quality,
+    )
+    .await
+    .map_err(|e| format!("{url}: {e}"))?;
     write_atomically(output, &still.jpeg)
         .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
     println!(
@@ -311,9 +317,15 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 async fn probe(camera: &CameraArgs, duration: Duration) -> Result<(), String> {
     let (url, creds) = camera.resolve()?;
-    let r = rtsnap::probe::probe(&url, creds.as_ref(), camera.transport, camera.timeout, duration)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
+    let r = rtsnap::probe::probe(
+        &url,
+        creds.as_ref(),
+        camera.transport,
+        camera.timeout,
+        duration,
+    )
+    .await
+    .map_err(|e| format!("{url}: {e}"))?;
     let opt = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
     println!("url:                {url}");
     match r.video_codec {

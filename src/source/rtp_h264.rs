@@ -172,7 +172,11 @@ impl Depacketizer {
     /// Feeds one RTP packet. `loss` is how many packets were lost just
     /// before it. Finished access units are returned by [`Self::pull`].
     pub fn push(&mut self, timestamp: u32, mark: bool, loss: u16, payload: &[u8]) {
-        if self.current.as_ref().is_some_and(|c| c.timestamp != timestamp) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.timestamp != timestamp)
+        {
             // A new timestamp ends the previous unit even without a marker.
             self.finish();
         }
@@ -234,7 +238,8 @@ impl Depacketizer {
             }
             let nal_header = (indicator & 0xe0) | (fu_header & 0x1f);
             let t = nal_header & 0x1f;
-            if cur.class == Class::Unknown && (t == nal_type::SLICE_IDR || t == nal_type::SLICE_NON_IDR)
+            if cur.class == Class::Unknown
+                && (t == nal_type::SLICE_IDR || t == nal_type::SLICE_NON_IDR)
             {
                 let mut prefix = Vec::with_capacity(1 + data.len().min(16));
                 prefix.push(nal_header);
@@ -524,7 +529,9 @@ mod tests {
     }
 
     fn annexb(nals: &[&[u8]]) -> Vec<u8> {
-        nals.iter().flat_map(|n| [&[0, 0, 0, 1][..], n].concat()).collect()
+        nals.iter()
+            .flat_map(|n| [&[0, 0, 0, 1][..], n].concat())
+            .collect()
     }
 
     fn units(d: &mut Depacketizer) -> Vec<Unit> {
@@ -542,9 +549,7 @@ mod tests {
         d.push(1000, true, 0, IDR);
         d.push(4000, true, 0, P);
         let u = units(&mut d);
-        let Unit::Key(k) = &u[0] else {
-            panic!("{u:?}")
-        };
+        let Unit::Key(k) = &u[0] else { panic!("{u:?}") };
         assert_eq!(k.data, annexb(&[SPS, PPS, IDR]));
         assert_eq!(k.kind, KeyKind::Idr);
         assert!(matches!(u[1], Unit::Other { bytes: 3 }));
@@ -565,9 +570,7 @@ mod tests {
         }
         d.push(2, true, 0, P); // new timestamp ends the first unit
         let u = units(&mut d);
-        let Unit::Key(k) = &u[0] else {
-            panic!("{u:?}")
-        };
+        let Unit::Key(k) = &u[0] else { panic!("{u:?}") };
         assert_eq!(k.data, annexb(&[SPS, PPS, &big]));
         assert!(k.new_parameters);
     }
@@ -622,7 +625,10 @@ mod tests {
         }
         d.push(8, true, 0, P);
         let u = units(&mut d);
-        assert!(u.iter().any(|u| matches!(u, Unit::Oversized { .. })), "{u:?}");
+        assert!(
+            u.iter().any(|u| matches!(u, Unit::Oversized { .. })),
+            "{u:?}"
+        );
     }
 
     #[test]
@@ -640,7 +646,10 @@ mod tests {
         }
         assert_eq!(d.current.as_ref().unwrap().fu.as_ref().unwrap().len(), 1);
         d.push(2, true, 0, &frags[3]);
-        assert!(matches!(units(&mut d)[..], [Unit::Other { .. }, Unit::Other { .. }]));
+        assert!(matches!(
+            units(&mut d)[..],
+            [Unit::Other { .. }, Unit::Other { .. }]
+        ));
     }
 
     #[test]
@@ -650,7 +659,10 @@ mod tests {
         d.push(1, false, 0, PPS);
         d.push(1, true, 0, NON_IDR_I);
         let u = units(&mut d);
-        assert!(matches!(&u[0], Unit::Key(k) if k.kind == KeyKind::Intra), "{u:?}");
+        assert!(
+            matches!(&u[0], Unit::Key(k) if k.kind == KeyKind::Intra),
+            "{u:?}"
+        );
         assert!(!slice_is_intra(P));
         assert!(slice_is_intra(IDR));
     }
