@@ -99,7 +99,7 @@ async fn stalled_connection_is_noticed_and_redialed() {
     let s = until(&d, "stuck", Duration::from_secs(10), "read timeout", |s| {
         s.last_error
             .as_deref()
-            .is_some_and(|e| e.contains("sent nothing for 2s"))
+            .is_some_and(|e| e.contains("sent no complete picture for 2s"))
     })
     .await;
     assert_eq!(s.reconnects, 0);
