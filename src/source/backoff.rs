@@ -34,7 +34,10 @@
 //! channels redial ~0.36 s or more apart within 4 s rather than together.
 //! The grid is on the wall clock (time since the Unix epoch), so the
 //! schedule needs no shared state between camera tasks, and cameras keep
-//! their spacing however their failures drift apart.
+//! their spacing however their failures drift apart. A step of the clock
+//! (NTP setting the time of a Raspberry Pi, which has no RTC) moves one
+//! attempt within its period at most: a wait is never longer than its
+//! floor plus one period.
 //!
 //! # Logging a failure once
 //!
