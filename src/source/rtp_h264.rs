@@ -297,11 +297,11 @@ impl Depacketizer {
                 // An IDR unit with a non-IDR slice is not a clean IDR.
                 cur.damaged = true;
             }
-            nal_type::SLICE_NON_IDR if cur.class == Class::Key(KeyKind::Intra) => {
-                if !slice_is_intra(nal) {
-                    cur.class = Class::Skip;
-                    cur.buf = Vec::new();
-                }
+            nal_type::SLICE_NON_IDR
+                if cur.class == Class::Key(KeyKind::Intra) && !slice_is_intra(nal) =>
+            {
+                cur.class = Class::Skip;
+                cur.buf = Vec::new();
             }
             _ => {}
         }
