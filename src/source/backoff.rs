@@ -416,7 +416,7 @@ mod tests {
             }
         }
         assert!((5..=8).contains(&lines), "{lines} lines in an hour");
-        assert!(counted <= 900 && counted >= 800, "{counted}");
+        assert!((800..=900).contains(&counted), "{counted}");
         // A different sentence is news.
         assert_eq!(g.failure("timeout", t0 + 3601 * S), Say::First);
         assert_eq!(g.failure("refused", t0 + 3602 * S), Say::First);
