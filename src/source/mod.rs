@@ -225,22 +225,17 @@ async fn run_camera(mut task: CameraTask, status: watch::Sender<CameraStatus>) {
         let class = error.retry_class();
         let wait = policy.next(class, wall_clock());
         let message = error.to_string();
+        let next = class.next_step(wait);
+        let retry = class.as_str();
         match log_gate.failure(&message, std::time::Instant::now()) {
-            Say::First => warn!(
-                retry = class.as_str(),
-                "{message}; {}",
-                class.next_step(wait)
-            ),
-            Say::Again { times } => warn!(
-                retry = class.as_str(),
-                "{message} (failed {times} more times since the last line); {}",
-                class.next_step(wait)
-            ),
-            Say::Quiet => debug!(
-                retry = class.as_str(),
-                "{message}; {}",
-                class.next_step(wait)
-            ),
+            Say::First => warn!(retry, "{message}; {next}"),
+            Say::Again { times } => {
+                warn!(
+                    retry,
+                    "{message} (again, {times} times since last logged); {next}"
+                )
+            }
+            Say::Quiet => debug!(retry, "{message}; {next}"),
         }
         status.send_modify(|s| {
             s.state = match &error {
