@@ -65,6 +65,18 @@ pub struct KeyAccessUnit {
     pub new_parameters: bool,
 }
 
+impl KeyAccessUnit {
+    /// The unit as one a decoder can start on: an IDR as it is; a
+    /// recovery-point I picture relabelled as IDR (see
+    /// [`open_gop`](super::open_gop)), or why that cannot be done.
+    pub fn startable(mut self) -> Result<KeyAccessUnit, super::open_gop::NotRewritable> {
+        if self.kind == KeyKind::Intra {
+            self.data = super::open_gop::as_idr(&self.data)?;
+        }
+        Ok(self)
+    }
+}
+
 /// What one finished access unit was.
 #[derive(Debug)]
 pub enum Unit {
@@ -246,7 +258,7 @@ impl Depacketizer {
                 prefix.extend_from_slice(&data[..data.len().min(16)]);
                 classify(cur, t, &prefix);
             }
-            cur.fu_skip = cur.class == Class::Skip;
+            cur.fu_skip = cur.class == Class::Skip || cur.oversized;
             let mut nal = Vec::new();
             nal.push(nal_header);
             if !cur.fu_skip {
@@ -267,9 +279,7 @@ impl Depacketizer {
         }
         let len = cur.fu.as_ref().map_or(0, Vec::len);
         if len + cur.buf.len() > self.max_access_unit {
-            cur.oversized = true;
-            cur.fu = None;
-            cur.buf = Vec::new();
+            overflow(cur, &mut self.done);
             return;
         }
         if end {
@@ -325,8 +335,7 @@ impl Depacketizer {
             return;
         }
         if cur.buf.len() + nal.len() + 4 > self.max_access_unit {
-            cur.oversized = true;
-            cur.buf = Vec::new();
+            overflow(cur, &mut self.done);
             return;
         }
         cur.buf.extend_from_slice(&[0, 0, 0, 1]);
@@ -358,7 +367,8 @@ impl Depacketizer {
             cur.damaged = true;
         }
         let unit = if cur.oversized {
-            Unit::Oversized { bytes: cur.bytes }
+            // Reported when it overflowed; the rest was only counted.
+            Unit::Other { bytes: cur.bytes }
         } else {
             match cur.class {
                 Class::Unknown | Class::Skip if cur.damaged => Unit::Damaged {
@@ -495,6 +505,17 @@ impl<'a> Bits<'a> {
         }
         u32::try_from(v - 1).ok()
     }
+}
+
+/// The current unit crossed `max_access_unit`: everything kept is freed and
+/// the rest of the unit is only counted. Reported at once, not when the unit
+/// ends, because a hostile camera may never end it.
+fn overflow(cur: &mut Current, done: &mut std::collections::VecDeque<Unit>) {
+    cur.oversized = true;
+    cur.fu = None;
+    cur.buf = Vec::new();
+    done.push_back(Unit::Oversized { bytes: cur.bytes });
+    cur.bytes = 0;
 }
 
 #[cfg(test)]
