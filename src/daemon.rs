@@ -98,7 +98,8 @@ impl Daemon {
         let cameras = config
             .cameras
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(index, c)| {
                 spawn_camera(CameraTask {
                     config: c.clone(),
                     timeout: config.timeout,
@@ -107,6 +108,7 @@ impl Daemon {
                     pool: pool.clone(),
                     store: store.clone(),
                     shutdown: shutdown_rx.clone(),
+                    index,
                 })
             })
             .collect::<Vec<_>>();

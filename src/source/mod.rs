@@ -10,6 +10,7 @@
 //! The task alone writes its camera's [`CameraStatus`], so status is always
 //! consistent without locks.
 
+pub mod backoff;
 mod bits;
 pub mod open_gop;
 pub mod rtp_h264;
@@ -32,6 +33,8 @@ use crate::http::metrics::DurationHistogram;
 use crate::keyframe::Keyframe;
 use crate::pipeline::{make_still, EncodedStill, StillError, VideoCodec};
 use crate::{Snapshot, Store};
+pub use backoff::RetryClass;
+use backoff::{LogGate, Phase, RetryPolicy, Say};
 use rtp_h264::{KeyKind, Unit};
 pub use session::SourceError;
 
@@ -48,6 +51,8 @@ pub enum CameraState {
         until: SystemTime,
         /// Why the last attempt ended.
         error: String,
+        /// The kind of failure, which decided the wait.
+        class: RetryClass,
     },
     /// The stream cannot be decoded by rtsnap (e.g. H.265); re-checked slowly.
     Unsupported {
@@ -137,6 +142,10 @@ pub struct CameraTask {
     pub store: Store,
     /// Becomes true on shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// The camera's position in the configuration: it sets the camera's
+    /// phase in the retry grid, so the channels of an NVR that went away
+    /// redial one after another, not all in the same instant.
+    pub index: usize,
 }
 
 /// Starts a camera task; returns its status feed and handle.
@@ -148,46 +157,20 @@ pub fn spawn_camera(task: CameraTask) -> (watch::Receiver<CameraStatus>, JoinHan
     (rx, handle)
 }
 
-/// Reconnect backoff: jittered, doubling from 1 s to 30 s.
-struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    const MIN: Duration = Duration::from_secs(1);
-    const MAX: Duration = Duration::from_secs(30);
-    /// Unsupported streams are re-checked this often, not in a busy loop.
-    const UNSUPPORTED: Duration = Duration::from_secs(300);
-
-    fn next(&mut self) -> Duration {
-        let base = Self::MIN
-            .saturating_mul(1 << self.attempt.min(5))
-            .min(Self::MAX);
-        self.attempt += 1;
-        // +-20% so eight cameras behind one NVR do not redial in lockstep.
-        let jitter = 0.8 + 0.4 * (rand_u32() as f64 / u32::MAX as f64);
-        base.mul_f64(jitter)
-    }
-}
-
-/// A little randomness without a dependency: hash of time and a counter.
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish() as u32
+/// The wall clock as time since the Unix epoch, where the retry grid is
+/// anchored (see [`backoff`]).
+fn wall_clock() -> Duration {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// A camera's whole life: connect, stream, back off, repeat until shutdown.
 async fn run_camera(mut task: CameraTask, status: watch::Sender<CameraStatus>) {
     let name: Arc<str> = task.config.name.as_str().into();
     let group = Arc::new(SessionGroup::default().named(task.config.name.clone()));
-    let mut backoff = Backoff { attempt: 0 };
+    let mut policy = RetryPolicy::new(Phase::of_index(task.index));
+    let mut log_gate = LogGate::default();
     let mut stills: u64 = 0;
     let mut sessions: u64 = 0;
     let mut shutdown = task.shutdown.clone();
@@ -212,13 +195,14 @@ async fn run_camera(mut task: CameraTask, status: watch::Sender<CameraStatus>) {
             r = session::open(&dial) => r,
             _ = crate::stopping(&mut shutdown) => break 'outer,
         };
-        let started = Instant::now();
         let result = match opened {
             Ok(opened) => {
                 if sessions > 0 {
                     status.send_modify(|s| s.reconnects += 1);
                 }
                 sessions += 1;
+                policy.opened();
+                let failed = log_gate.opened();
                 status.send_modify(|s| {
                     s.state = CameraState::Streaming;
                     if opened.dims.is_some() {
@@ -228,6 +212,7 @@ async fn run_camera(mut task: CameraTask, status: watch::Sender<CameraStatus>) {
                 info!(
                     codec = opened.codec.as_deref().unwrap_or("?"),
                     transport = opened.transport.as_str(),
+                    failed_attempts = failed.unwrap_or(0),
                     "streaming from {}",
                     task.config.url
                 );
@@ -239,23 +224,28 @@ async fn run_camera(mut task: CameraTask, status: watch::Sender<CameraStatus>) {
             Ok(()) => break 'outer,
             Err(e) => e,
         };
-        // A session that streamed for a while was healthy: start over at 1 s.
-        if started.elapsed() > Duration::from_secs(60) {
-            backoff.attempt = 0;
-        }
-        let wait = if error.is_unsupported() {
-            Backoff::UNSUPPORTED
-        } else {
-            backoff.next()
-        };
+        let class = error.retry_class();
+        let wait = policy.next(class, wall_clock());
         let message = error.to_string();
-        warn!("{message}; retrying in {:.1}s", wait.as_secs_f64());
+        let next = class.next_step(wait);
+        let retry = class.as_str();
+        match log_gate.failure(&message, std::time::Instant::now()) {
+            Say::First => warn!(retry, "{message}; {next}"),
+            Say::Again { times } => {
+                warn!(
+                    retry,
+                    "{message} (again, {times} times since last logged); {next}"
+                )
+            }
+            Say::Quiet => debug!(retry, "{message}; {next}"),
+        }
         status.send_modify(|s| {
             s.state = match &error {
                 SourceError::Unsupported(why) => CameraState::Unsupported { why: why.clone() },
                 _ => CameraState::BackingOff {
                     until: SystemTime::now() + wait,
                     error: message.clone(),
+                    class,
                 },
             };
             s.last_error = Some(message);

@@ -21,6 +21,7 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use url::Url;
 
+use super::backoff::RetryClass;
 use super::rtp_h264::{self, KeyAccessUnit, KeyKind, Unit};
 use crate::config::{Credentials, RtspTransport};
 use crate::pipeline::VideoCodec;
@@ -39,8 +40,13 @@ pub enum SourceError {
         after: Duration,
     },
     /// The server answered with an error status.
-    #[error("{0}")]
-    Status(String),
+    #[error("{message}")]
+    Status {
+        /// The RTSP status code.
+        code: u16,
+        /// What it means for this camera and what to do, for the user.
+        message: String,
+    },
     /// The stream cannot be handled by rtsnap; retrying soon will not help.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -67,6 +73,27 @@ impl SourceError {
         matches!(self, SourceError::Unsupported(_))
     }
 
+    /// What kind of failure this is, which decides how soon the camera is
+    /// redialed (see [`super::backoff`]).
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            SourceError::Timeout { .. } | SourceError::Stalled(_) => RetryClass::Away,
+            SourceError::Status { code, message } => match code {
+                401 | 403 => RetryClass::Auth,
+                453 => RetryClass::Busy,
+                _ if says_busy(message) => RetryClass::Busy,
+                // 404 and 5xx included: an NVR that is booting answers
+                // those until its channels are up.
+                _ => RetryClass::Away,
+            },
+            // Only a change of configuration helps; `auto` never gets here.
+            SourceError::Unsupported(_) | SourceError::TcpRefused { .. } => RetryClass::Unsupported,
+            SourceError::Other(message) if says_busy(message) => RetryClass::Busy,
+            // Refused, reset, unreachable, the stream ended.
+            SourceError::Other(_) => RetryClass::Away,
+        }
+    }
+
     /// Maps a retina error to a message. retina's own text is thorough but
     /// multi-line (connection and message context); we keep its first line
     /// and add advice for the statuses cameras and NVRs commonly send.
@@ -89,7 +116,7 @@ impl SourceError {
 /// The message for an RTSP error status, with advice for those cameras and
 /// NVRs commonly send.
 fn status_error(status: u16, first: &str, creds: Option<&Credentials>) -> SourceError {
-    SourceError::Status(match status {
+    let message = match status {
         401 => match creds {
             Some(c) => format!(
                 "RTSP 401 Unauthorized: check username \"{}\" and {}",
@@ -112,7 +139,20 @@ fn status_error(status: u16, first: &str, creds: Option<&Credentials>) -> Source
             return SourceError::TcpRefused { status };
         }
         s => format!("RTSP {s}: {first}"),
-    })
+    };
+    SourceError::Status {
+        code: status,
+        message,
+    }
+}
+
+/// Whether a server's own words (a non-standard reason phrase some cameras
+/// send with 503 or 400) say it is at its limit of sessions or viewers.
+fn says_busy(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    ["too many", "session limit", "max session"]
+        .iter()
+        .any(|p| text.contains(p))
 }
 
 /// The reason phrase of a response retina rejected for lacking a CSeq.
@@ -449,11 +489,55 @@ m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1
         assert_eq!(status_of_reason("Not Found"), Some(404));
         assert!(matches!(
             status_error(404, "", None),
-            SourceError::Status(m) if m.starts_with("RTSP 404")
+            SourceError::Status { code: 404, message } if message.starts_with("RTSP 404")
         ));
         assert!(matches!(
             status_error(461, "", None),
             SourceError::TcpRefused { status: 461 }
         ));
+    }
+
+    #[test]
+    fn every_failure_has_its_retry_class() {
+        let class = |code| status_error(code, "", None).retry_class();
+        assert_eq!(class(401), RetryClass::Auth);
+        assert_eq!(class(403), RetryClass::Auth);
+        assert_eq!(class(453), RetryClass::Busy);
+        assert_eq!(class(404), RetryClass::Away);
+        assert_eq!(class(500), RetryClass::Away);
+        assert_eq!(class(503), RetryClass::Away);
+        assert_eq!(class(461), RetryClass::Unsupported);
+        let e = status_error(401, "", None);
+        assert!(matches!(&e, SourceError::Status { code: 401, .. }));
+        assert!(
+            e.to_string().contains("set username and password_env"),
+            "{e}"
+        );
+        // A server's own words for "full" count as busy, whatever the code.
+        let full = status_error(503, "503 Too Many Users response to DESCRIBE", None);
+        assert_eq!(full.retry_class(), RetryClass::Busy);
+        let other = SourceError::Other(
+            "RTSP framing error: Expected response to DESCRIBE CSeq 1, got Too many users \
+             response with no/unparseable cseq"
+                .into(),
+        );
+        assert_eq!(other.retry_class(), RetryClass::Busy);
+        let away = [
+            SourceError::Other("Unable to connect to RTSP server: Connection refused".into()),
+            SourceError::Other("the camera ended the stream".into()),
+            SourceError::Stalled("the camera sent no complete picture for 10s".into()),
+            SourceError::Timeout {
+                step: "connect and DESCRIBE",
+                host: "192.0.2.1:554".into(),
+                after: Duration::from_secs(10),
+            },
+        ];
+        for e in away {
+            assert_eq!(e.retry_class(), RetryClass::Away, "{e}");
+        }
+        assert_eq!(
+            SourceError::Unsupported("H.265".into()).retry_class(),
+            RetryClass::Unsupported
+        );
     }
 }
