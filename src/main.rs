@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use rtsnap::config::parse_duration;
+use rtsnap::redact::{RedactedUrl, UrlSecret};
 use rtsnap::{Config, Credentials, Daemon, Secret};
 use tracing_subscriber::EnvFilter;
 use url::Url;
@@ -120,41 +121,72 @@ struct CameraArgs {
     /// How RTP travels: tcp (interleaved), udp, or auto (UDP when the camera refuses TCP).
     #[arg(long, default_value = "tcp", value_name = "tcp|udp|auto")]
     transport: rtsnap::config::RtspTransport,
+    /// Send the password to a camera that offers only Basic authentication
+    /// (clear text; a warning is printed). `false` refuses such a camera.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    allow_basic_auth: bool,
+    /// Accept a password inside the URL (query or XMEye-style path), for
+    /// cameras that take it nowhere else. It is masked in all output but
+    /// crosses the network in clear text, and stays in your shell history.
+    #[arg(long)]
+    allow_url_credentials: bool,
 }
 
 impl CameraArgs {
     fn resolve(&self) -> Result<(Url, Option<Credentials>), String> {
-        let url = Url::parse(&self.url).map_err(|e| format!("{:?} is not a URL: {e}", self.url))?;
+        let url = Url::parse(&self.url).map_err(|e| {
+            format!(
+                "\"{}\" is not a URL: {e}",
+                rtsnap::redact::redact_text(&self.url)
+            )
+        })?;
         if url.scheme() != "rtsp" {
             return Err(format!(
                 "only rtsp:// URLs are supported, not {}://",
                 url.scheme()
             ));
         }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(
-                "the URL contains credentials; pass --username and --password-env \
-                        instead, so the password stays out of shell history and logs"
-                    .into(),
-            );
+        match rtsnap::redact::url_secret(&url) {
+            None => {}
+            Some(UrlSecret::UserInfo) => {
+                return Err(
+                    "the URL contains credentials; pass --username and --password-env \
+                     instead, so the password stays out of shell history and logs"
+                        .into(),
+                )
+            }
+            Some(_) if self.allow_url_credentials => {}
+            Some(found) => {
+                return Err(format!(
+                    "the URL contains {found}; remove it and pass --username and --password-env \
+                     instead (rtsnap sends the password with digest authentication when the \
+                     camera offers it, and it stays out of shell history and logs). If the camera \
+                     accepts credentials only in the URL, add --allow-url-credentials: rtsnap \
+                     then masks them in its output, but they cross the network in clear text"
+                ))
+            }
         }
         let creds = match (&self.username, &self.password_env) {
             (Some(u), Some(var)) => {
                 let p = std::env::var(var)
                     .map_err(|_| format!("environment variable {var} is not set"))?;
-                Some(Credentials {
-                    username: u.clone(),
-                    password: Secret::new(p),
-                    source: format!("the password in ${var}"),
-                })
+                Some(Credentials::new(
+                    u.clone(),
+                    Secret::new(p),
+                    format!("the password in ${var}"),
+                ))
             }
-            (Some(u), None) => Some(Credentials {
-                username: u.clone(),
-                password: Secret::new(""),
-                source: "--password-env (none was given)".into(),
-            }),
+            (Some(u), None) => Some(Credentials::new(
+                u.clone(),
+                Secret::new(""),
+                "--password-env (none was given)",
+            )),
             _ => None,
         };
+        let creds = creds.map(|c| Credentials {
+            allow_basic_auth: self.allow_basic_auth,
+            ..c
+        });
         Ok((url, creds))
     }
 }
@@ -285,7 +317,7 @@ async fn snap(camera: &CameraArgs, output: &Path, quality: u8) -> Result<(), Str
     let (url, creds) = camera.resolve()?;
     let still = rtsnap::snap::snap(&url, creds.as_ref(), camera.transport, camera.timeout, quality)
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{}: {e}", RedactedUrl(&url)))?;
     write_atomically(output, &still.jpeg)
         .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
     println!(
@@ -313,9 +345,9 @@ async fn probe(camera: &CameraArgs, duration: Duration) -> Result<(), String> {
     let (url, creds) = camera.resolve()?;
     let r = rtsnap::probe::probe(&url, creds.as_ref(), camera.transport, camera.timeout, duration)
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{}: {e}", RedactedUrl(&url)))?;
     let opt = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
-    println!("url:                {url}");
+    println!("url:                {}", RedactedUrl(&url));
     match r.video_codec {
         rtsnap::pipeline::VideoCodec::H264 => println!(
             "codec:              H.264 {}",
