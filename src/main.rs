@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use rtsnap::config::parse_duration;
-use rtsnap::redact::{RedactedUrl, UrlSecret};
+use rtsnap::redact::{LogScrubber, RedactedUrl, UrlSecret};
 use rtsnap::{Config, Credentials, Daemon, Secret};
 use tracing_subscriber::EnvFilter;
 use url::Url;
@@ -191,6 +191,17 @@ impl CameraArgs {
     }
 }
 
+/// Masks secrets in every log line (see [`LogScrubber`]); the commands
+/// register the passwords and tokens they load.
+static SCRUBBER: std::sync::LazyLock<LogScrubber> = std::sync::LazyLock::new(LogScrubber::new);
+
+/// Registers a camera's password (and its Basic form) with [`SCRUBBER`].
+fn scrub_credentials(creds: Option<&Credentials>) {
+    if let Some(c) = creds {
+        SCRUBBER.add_credentials(&c.username, c.password.expose());
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::Snap { .. } | Command::Probe { .. });
@@ -199,7 +210,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new(if quiet { "warn" } else { "info" })),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(SCRUBBER.clone())
         // Colour only on a terminal; journald and log files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -215,7 +226,7 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", SCRUBBER.scrub(&message));
             ExitCode::FAILURE
         }
     }
@@ -250,6 +261,15 @@ async fn dispatch(command: Command) -> Result<(), String> {
 
 async fn run(path: &Path, check: bool) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
+    for cam in &config.cameras {
+        scrub_credentials(cam.credentials.as_ref());
+    }
+    if let Some(kv) = &config.sinks.cloudflare_kv {
+        SCRUBBER.add(kv.api_token.expose());
+    }
+    if let Some(token) = config.http.as_ref().and_then(|h| h.bearer_token.as_ref()) {
+        SCRUBBER.add(token.expose());
+    }
     if check {
         println!("{}: OK, {} camera(s)", path.display(), config.cameras.len());
         return Ok(());
@@ -315,6 +335,7 @@ fn hash_password() -> Result<(), String> {
 
 async fn snap(camera: &CameraArgs, output: &Path, quality: u8) -> Result<(), String> {
     let (url, creds) = camera.resolve()?;
+    scrub_credentials(creds.as_ref());
     let still = rtsnap::snap::snap(&url, creds.as_ref(), camera.transport, camera.timeout, quality)
         .await
         .map_err(|e| format!("{}: {e}", RedactedUrl(&url)))?;
@@ -343,6 +364,7 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 async fn probe(camera: &CameraArgs, duration: Duration) -> Result<(), String> {
     let (url, creds) = camera.resolve()?;
+    scrub_credentials(creds.as_ref());
     let r = rtsnap::probe::probe(&url, creds.as_ref(), camera.transport, camera.timeout, duration)
         .await
         .map_err(|e| format!("{}: {e}", RedactedUrl(&url)))?;

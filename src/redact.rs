@@ -74,8 +74,10 @@ impl fmt::Display for UrlSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UrlSecret::UserInfo => f.write_str("credentials before the host (user:password@)"),
-            UrlSecret::Query { key } => write!(f, "a credential in the query ({key}=...)"),
-            UrlSecret::Path { key } => write!(f, "a credential in the path ({key}=...)"),
+            // No `key=` here: that would read as a URL pair to the log
+            // scrubber, and be masked.
+            UrlSecret::Query { key } => write!(f, "a credential in the query (key \"{key}\")"),
+            UrlSecret::Path { key } => write!(f, "a credential in the path (key \"{key}\")"),
         }
     }
 }
@@ -261,6 +263,95 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Secrets shorter than this are not scrubbed from logs by value (they
+/// would mangle ordinary words); the `key=value` and `user:password@` shapes
+/// are masked whatever their length.
+pub const MIN_SCRUBBED_LEN: usize = 4;
+
+/// A log writer (for `tracing_subscriber::fmt().with_writer(...)`) that
+/// masks secrets in every line before it reaches stderr: the URL shapes of
+/// [`redact_text`], plus every secret value registered with
+/// [`LogScrubber::add`] (passwords, tokens, and the base64 `user:password`
+/// of a Basic `Authorization`).
+///
+/// rtsnap's own messages never contain a secret; this is for the lines of
+/// libraries it does not control. retina, for one, logs the request URL at
+/// debug level (`TEARDOWN ... for URL rtsp://...`), which carries the
+/// password of a camera configured with `allow_url_credentials`. The fmt
+/// layer writes each event with one `write_all`, so each call here sees
+/// whole lines.
+#[derive(Clone, Default)]
+pub struct LogScrubber {
+    secrets: std::sync::Arc<std::sync::RwLock<Vec<String>>>,
+}
+
+impl LogScrubber {
+    /// A scrubber with no registered values yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Masks `secret` in every later log line (if at least
+    /// [`MIN_SCRUBBED_LEN`] bytes).
+    pub fn add(&self, secret: &str) {
+        if secret.len() < MIN_SCRUBBED_LEN {
+            return;
+        }
+        let mut list = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        if !list.iter().any(|s| s == secret) {
+            list.push(secret.to_owned());
+            // Longest first, so a secret containing another is masked whole.
+            list.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
+    /// Registers a camera's password and the Basic `Authorization` value
+    /// that carries it.
+    pub fn add_credentials(&self, username: &str, password: &str) {
+        use base64::Engine as _;
+        self.add(password);
+        if !password.is_empty() {
+            self.add(
+                &base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")),
+            );
+        }
+    }
+
+    /// `text` with the URL shapes and every registered value masked.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = redact_text(text);
+        for s in self.secrets.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), MASK);
+            }
+        }
+        out
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogScrubber {
+    type Writer = ScrubbedStderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        ScrubbedStderr(self.clone())
+    }
+}
+
+/// Standard error behind a [`LogScrubber`].
+pub struct ScrubbedStderr(LogScrubber);
+
+impl std::io::Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = self.0.scrub(&String::from_utf8_lossy(buf));
+        std::io::stderr().lock().write_all(text.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +443,20 @@ mod tests {
         assert_eq!(RedactedUrl(&u).to_string(), "rtsp://h:8554/***");
         let t = redact_text("bad Content-Base \"rtsp://u:p4ss@h/a?password=hunter2\" in reply");
         assert!(!t.contains("hunter2") && !t.contains("p4ss"), "{t}");
+    }
+
+    #[test]
+    fn scrubber_masks_registered_values_and_url_shapes() {
+        let s = LogScrubber::new();
+        s.add_credentials("admin", "hunter2");
+        s.add("abc"); // too short to scrub by value
+        let line = "DEBUG Authorization: Basic YWRtaW46aHVudGVyMg== pw hunter2 abc \
+                    TEARDOWN for URL rtsp://h/user=admin&password=x9y8z7&channel=1";
+        let out = s.scrub(line);
+        assert_eq!(
+            out,
+            "DEBUG Authorization: Basic *** pw *** abc \
+             TEARDOWN for URL rtsp://h/user=admin&password=***&channel=1"
+        );
     }
 }
