@@ -682,8 +682,13 @@ impl Ctx<'_> {
         range: std::ops::RangeInclusive<usize>,
     ) -> Result<usize, ConfigError> {
         let help = "write a size such as \"8MiB\", \"512KiB\" or a number of bytes";
-        let bytes = parse_size(v.get_ref())
-            .ok_or_else(|| self.err(v.span(), format!("{key} = \"{}\" is not a size", v.get_ref()), help))?;
+        let bytes = parse_size(v.get_ref()).ok_or_else(|| {
+            self.err(
+                v.span(),
+                format!("{key} = \"{}\" is not a size", v.get_ref()),
+                help,
+            )
+        })?;
         if !range.contains(&bytes) {
             return Err(self.err(
                 v.span(),
@@ -990,27 +995,24 @@ impl Ctx<'_> {
                 "rtsnap speaks plain RTSP over TCP: use an rtsp:// URL",
             ));
         }
+        const USERINFO_HELP: &str = "remove them from the URL and set username plus \
+            password_env or password_file, so the password never lands in logs";
+        const URL_SECRET_HELP: &str = "remove it from the URL and set username plus \
+            password_file (or password_env): rtsnap sends the password with digest \
+            authentication when the camera offers it, and never shows it. If this camera accepts \
+            credentials only in the URL, set allow_url_credentials = true for it: rtsnap then \
+            masks them in every log, error and status line, but they still cross the network in \
+            clear text";
         match crate::redact::url_secret(&url) {
             None => {}
             Some(UrlSecret::UserInfo) => {
-                return Err(self.err(
-                    s.span(),
-                    "url contains credentials (user:password@)",
-                    "remove them from the URL and set username plus password_env or password_file, \
-                     so the password never lands in logs",
-                ))
+                let message = "url contains credentials (user:password@)";
+                return Err(self.err(s.span(), message, USERINFO_HELP));
             }
             Some(_) if allow_url_credentials => {}
             Some(found) => {
-                return Err(self.err(
-                    s.span(),
-                    format!("url contains {found}"),
-                    "remove it from the URL and set username plus password_file (or password_env): \
-                     rtsnap sends the password with digest authentication when the camera offers \
-                     it, and never shows it. If this camera accepts credentials only in the URL, \
-                     set allow_url_credentials = true for it: rtsnap then masks them in every log, \
-                     error and status line, but they still cross the network in clear text",
-                ))
+                let message = format!("url contains {found}");
+                return Err(self.err(s.span(), message, URL_SECRET_HELP));
             }
         }
         if url.host_str().is_none() {

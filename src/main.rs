@@ -336,9 +336,15 @@ fn hash_password() -> Result<(), String> {
 async fn snap(camera: &CameraArgs, output: &Path, quality: u8) -> Result<(), String> {
     let (url, creds) = camera.resolve()?;
     scrub_credentials(creds.as_ref());
-    let still = rtsnap::snap::snap(&url, creds.as_ref(), camera.transport, camera.timeout, quality)
-        .await
-        .map_err(|e| format!("{}: {e}", RedactedUrl(&url)))?;
+    let still = rtsnap::snap::snap(
+        &url,
+        creds.as_ref(),
+        camera.transport,
+        camera.timeout,
+        quality,
+    )
+    .await
+    .map_err(|e| format!("{}: {e}", RedactedUrl(&url)))?;
     write_atomically(output, &still.jpeg)
         .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
     println!(
@@ -365,9 +371,15 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 async fn probe(camera: &CameraArgs, duration: Duration) -> Result<(), String> {
     let (url, creds) = camera.resolve()?;
     scrub_credentials(creds.as_ref());
-    let r = rtsnap::probe::probe(&url, creds.as_ref(), camera.transport, camera.timeout, duration)
-        .await
-        .map_err(|e| format!("{}: {e}", RedactedUrl(&url)))?;
+    let r = rtsnap::probe::probe(
+        &url,
+        creds.as_ref(),
+        camera.transport,
+        camera.timeout,
+        duration,
+    )
+    .await
+    .map_err(|e| format!("{}: {e}", RedactedUrl(&url)))?;
     let opt = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
     println!("url:                {}", RedactedUrl(&url));
     match r.video_codec {

@@ -320,7 +320,12 @@ impl LogScrubber {
     /// `text` with the URL shapes and every registered value masked.
     pub fn scrub(&self, text: &str) -> String {
         let mut out = redact_text(text);
-        for s in self.secrets.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        for s in self
+            .secrets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             if out.contains(s.as_str()) {
                 out = out.replace(s.as_str(), MASK);
             }
@@ -405,9 +410,18 @@ mod tests {
                 }),
             ),
             // Not secrets: plain stream URLs, user names, empty passwords.
-            ("rtsp://h:554/Streaming/Channels/101?transportmode=unicast", None),
-            ("rtsp://h:554/cam/realmonitor?channel=1&subtype=0&unicast=true&proto=Onvif", None),
-            ("rtsp://h:554/user=admin&password=&channel=1&stream=0.sdp", None),
+            (
+                "rtsp://h:554/Streaming/Channels/101?transportmode=unicast",
+                None,
+            ),
+            (
+                "rtsp://h:554/cam/realmonitor?channel=1&subtype=0&unicast=true&proto=Onvif",
+                None,
+            ),
+            (
+                "rtsp://h:554/user=admin&password=&channel=1&stream=0.sdp",
+                None,
+            ),
             ("rtsp://h/live?user=admin", None),
             ("rtsp://h/h264Preview_01_main", None),
         ];
@@ -432,7 +446,10 @@ mod tests {
                 "rtsp://h/live?pwd=hunter2&user_pwd=hunter2;token=t0k",
                 "rtsp://h/live?pwd=***&user_pwd=***;token=***",
             ),
-            ("rtsp://h/Streaming/Channels/101", "rtsp://h/Streaming/Channels/101"),
+            (
+                "rtsp://h/Streaming/Channels/101",
+                "rtsp://h/Streaming/Channels/101",
+            ),
         ];
         for (u, want) in cases {
             assert_eq!(RedactedUrl(&url(u)).to_string(), want, "{u}");

@@ -85,11 +85,10 @@ pub async fn snap(
         let pool = pool.clone();
         // Decode while the session stays open, so a bad keyframe costs one
         // keyframe interval, not a new connection.
-        let made = tokio::task::spawn_blocking(move || {
-            make_still(&pool, codec, key.data.into(), quality)
-        })
-        .await
-        .expect("still task panicked");
+        let made =
+            tokio::task::spawn_blocking(move || make_still(&pool, codec, key.data.into(), quality))
+                .await
+                .expect("still task panicked");
         match made {
             Ok(still) => break Ok((still, captured_at)),
             Err(e @ StillError::Keyframe(KeyframeError::Interlaced))

@@ -58,13 +58,34 @@ fn config_refuses_each_url_shape_without_echoing_the_secret() {
     let s = "Hunt3r-2q";
     // (url, what the message must name)
     let shapes = [
-        (format!("rtsp://h:554/cam/realmonitor?channel=1&subtype=0&user=admin&password={s}"), "query (key \"password\")"),
-        (format!("rtsp://h:554/user=admin&password={s}&channel=1&stream=0.sdp?"), "path (key \"password\")"),
-        (format!("rtsp://h:554/user=admin_password={s}_channel=1_stream=0.sdp?real_stream"), "path (key \"password\")"),
-        (format!("rtsp://h/videostream.cgi?loginuse=admin&loginpas={s}"), "query (key \"loginpas\")"),
-        (format!("rtsp://h/live?usr=admin&pwd={s}"), "query (key \"pwd\")"),
-        (format!("rtsp://h/Streaming/Channels/101?auth={s}"), "query (key \"auth\")"),
-        (format!("rtsp://relay/cam1?token={s}"), "query (key \"token\")"),
+        (
+            format!("rtsp://h:554/cam/realmonitor?channel=1&subtype=0&user=admin&password={s}"),
+            "query (key \"password\")",
+        ),
+        (
+            format!("rtsp://h:554/user=admin&password={s}&channel=1&stream=0.sdp?"),
+            "path (key \"password\")",
+        ),
+        (
+            format!("rtsp://h:554/user=admin_password={s}_channel=1_stream=0.sdp?real_stream"),
+            "path (key \"password\")",
+        ),
+        (
+            format!("rtsp://h/videostream.cgi?loginuse=admin&loginpas={s}"),
+            "query (key \"loginpas\")",
+        ),
+        (
+            format!("rtsp://h/live?usr=admin&pwd={s}"),
+            "query (key \"pwd\")",
+        ),
+        (
+            format!("rtsp://h/Streaming/Channels/101?auth={s}"),
+            "query (key \"auth\")",
+        ),
+        (
+            format!("rtsp://relay/cam1?token={s}"),
+            "query (key \"token\")",
+        ),
         (format!("rtsp://h/live;passwd={s}"), "path (key \"passwd\")"),
     ];
     for (url, named) in &shapes {
@@ -170,19 +191,52 @@ async fn cli_refuses_url_credentials_and_never_echoes_them() {
     let o = rtsnap(&["probe", &url], &[]).await;
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("path (key \"password\")") && err.contains("--allow-url-credentials"), "{}", text(&o));
+    assert!(
+        err.contains("path (key \"password\")") && err.contains("--allow-url-credentials"),
+        "{}",
+        text(&o)
+    );
     assert_no_secret("stderr", &text(&o), &[s.to_owned()]);
 
     // A URL that does not even parse is not echoed with its password.
-    let o = rtsnap(&["snap", &format!("rtsp://h:99999/live?password={s}"), "-o", "/dev/null"], &[]).await;
+    let o = rtsnap(
+        &[
+            "snap",
+            &format!("rtsp://h:99999/live?password={s}"),
+            "-o",
+            "/dev/null",
+        ],
+        &[],
+    )
+    .await;
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("password=***"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("password=***"),
+        "{}",
+        text(&o)
+    );
     assert_no_secret("stderr", &text(&o), &[s.to_owned()]);
 
     // Opted in, the error about the unreachable camera shows it masked.
-    let o = rtsnap(&["snap", &url, "--allow-url-credentials", "--timeout", "2s", "-o", "/dev/null"], &[("RUST_LOG", "trace")]).await;
+    let o = rtsnap(
+        &[
+            "snap",
+            &url,
+            "--allow-url-credentials",
+            "--timeout",
+            "2s",
+            "-o",
+            "/dev/null",
+        ],
+        &[("RUST_LOG", "trace")],
+    )
+    .await;
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("password=***"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("password=***"),
+        "{}",
+        text(&o)
+    );
     assert_no_secret("output", &text(&o), &[s.to_owned()]);
 }
 
@@ -263,7 +317,9 @@ impl Hostile {
     }
 
     fn got_authorization(&self) -> bool {
-        self.received().to_ascii_lowercase().contains("\nauthorization:")
+        self.received()
+            .to_ascii_lowercase()
+            .contains("\nauthorization:")
     }
 }
 
@@ -279,7 +335,11 @@ fn camera(name: &str, url: &str, allow_basic_auth: bool) -> CameraConfig {
         url: url.parse().unwrap(),
         credentials: Some(Credentials {
             allow_basic_auth,
-            ..Credentials::new("admin", Secret::new(PASSWORD), "password_file /etc/rtsnap/pw")
+            ..Credentials::new(
+                "admin",
+                Secret::new(PASSWORD),
+                "password_file /etc/rtsnap/pw",
+            )
         }),
         interval: Duration::from_secs(1),
         transport: Default::default(),
@@ -295,7 +355,11 @@ async fn allow_basic_auth_false_never_sends_the_password() {
     let hostile = Hostile::start().await;
     let mut config = Config::with_cameras(vec![camera("cam", &hostile.url(), false)]);
     config.timeout = Duration::from_secs(3);
-    assert_no_secret("Debug of Config", &format!("{config:?}"), &forms("admin", PASSWORD));
+    assert_no_secret(
+        "Debug of Config",
+        &format!("{config:?}"),
+        &forms("admin", PASSWORD),
+    );
     let d = Daemon::start(config);
     // Two attempts (1 s backoff apart), so a retry does not send it either.
     let ok = wait_until(Duration::from_secs(15), || {
@@ -320,7 +384,11 @@ async fn allow_basic_auth_false_never_sends_the_password() {
         "the server got an Authorization header:\n{}",
         hostile.received()
     );
-    assert_no_secret("what the server received", &hostile.received(), &forms("admin", PASSWORD));
+    assert_no_secret(
+        "what the server received",
+        &hostile.received(),
+        &forms("admin", PASSWORD),
+    );
 }
 
 /// The control for the test above: by default the same server does get the
@@ -338,10 +406,19 @@ async fn by_default_basic_is_sent_and_flagged_in_status() {
     let s = status(&d, "cam");
     assert!(ok, "{s:?}\nreceived:\n{}", hostile.received());
     let [_, b64] = forms("admin", PASSWORD);
-    assert!(hostile.received().contains(&format!("Basic {b64}")), "{}", hostile.received());
-    assert_eq!(s.warnings, [rtsnap::source::CredentialWarning::BasicAuth], "{s:?}");
     assert!(
-        s.warnings[0].to_string().contains("clear text") && s.warnings[0].to_string().contains("digest"),
+        hostile.received().contains(&format!("Basic {b64}")),
+        "{}",
+        hostile.received()
+    );
+    assert_eq!(
+        s.warnings,
+        [rtsnap::source::CredentialWarning::BasicAuth],
+        "{s:?}"
+    );
+    assert!(
+        s.warnings[0].to_string().contains("clear text")
+            && s.warnings[0].to_string().contains("digest"),
         "{}",
         s.warnings[0]
     );
@@ -353,7 +430,17 @@ async fn by_default_basic_is_sent_and_flagged_in_status() {
 async fn snap_with_basic_refused_sends_nothing_and_says_why() {
     let hostile = Hostile::start().await;
     let o = rtsnap(
-        &["snap", &hostile.url(), "-u", "admin", "--password-env", "CAM_PW", "--allow-basic-auth=false", "-o", "/dev/null"],
+        &[
+            "snap",
+            &hostile.url(),
+            "-u",
+            "admin",
+            "--password-env",
+            "CAM_PW",
+            "--allow-basic-auth=false",
+            "-o",
+            "/dev/null",
+        ],
         &[("CAM_PW", PASSWORD), ("RUST_LOG", "trace")],
     )
     .await;
@@ -385,7 +472,10 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let mut out = String::new();
     s.take(4 * 1024 * 1024).read_to_string(&mut out).ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
-    head.lines().next()?.contains(" 200 ").then(|| body.to_owned())
+    head.lines()
+        .next()?
+        .contains(" 200 ")
+        .then(|| body.to_owned())
 }
 
 async fn basic_camera() -> FixtureServer {
@@ -441,11 +531,15 @@ async fn run_at_trace_warns_once_and_never_logs_a_secret() {
     // Both cameras make stills, then door's session is cut so it dials
     // (and is challenged with Basic) again.
     let both = |v: &serde_json::Value| {
-        camera(v, "door")["stills"].as_u64() >= Some(1) && camera(v, "xm")["stills"].as_u64() >= Some(1)
+        camera(v, "door")["stills"].as_u64() >= Some(1)
+            && camera(v, "xm")["stills"].as_u64() >= Some(1)
     };
     let logged = |what: &str| {
         let log = std::fs::read_to_string(&log).unwrap_or_default();
-        format!("{what}; warnings and errors logged:\n{}", grep(&log, "WARN") + "\n" + &grep(&log, "ERROR"))
+        format!(
+            "{what}; warnings and errors logged:\n{}",
+            grep(&log, "WARN") + "\n" + &grep(&log, "ERROR")
+        )
     };
     let mut first = None;
     wait_until(Duration::from_secs(30), || {
@@ -489,16 +583,38 @@ async fn run_at_trace_warns_once_and_never_logs_a_secret() {
         .filter_map(|w| w.as_str())
         .collect();
     assert_eq!(warnings.len(), 1, "{door}");
-    assert!(warnings[0].contains("clear text") && warnings[0].contains("digest"), "{door}");
+    assert!(
+        warnings[0].contains("clear text") && warnings[0].contains("digest"),
+        "{door}"
+    );
     let xm = camera(&first, "xm");
-    assert!(xm["warnings"][0].as_str().unwrap_or("").contains("allow_url_credentials"), "{xm}");
+    assert!(
+        xm["warnings"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("allow_url_credentials"),
+        "{xm}"
+    );
 
     let told = stderr.matches("asks for Basic authentication only").count();
-    assert_eq!(told, 1, "the Basic warning must be logged once per camera:\n{}", grep(&stderr, "Basic"));
-    assert!(stderr.contains("password=***"), "the masked URL is logged:\n{}", grep(&stderr, "streaming from"));
+    assert_eq!(
+        told,
+        1,
+        "the Basic warning must be logged once per camera:\n{}",
+        grep(&stderr, "Basic")
+    );
+    assert!(
+        stderr.contains("password=***"),
+        "the masked URL is logged:\n{}",
+        grep(&stderr, "streaming from")
+    );
     // The log is long at trace (retina, hyper, tokio): it holds everything
     // but the secrets.
-    assert!(stderr.lines().count() > 100, "{} lines", stderr.lines().count());
+    assert!(
+        stderr.lines().count() > 100,
+        "{} lines",
+        stderr.lines().count()
+    );
     let mut secrets = forms("admin", PASSWORD).to_vec();
     secrets.push(URL_SECRET.to_owned());
     assert_no_secret("the trace log", &stderr, &secrets);
@@ -518,19 +634,37 @@ async fn snap_at_trace_warns_about_basic_and_logs_no_password() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("still.jpg");
     let o = rtsnap(
-        &["snap", &basic.url("/ch1"), "-u", "admin", "--password-env", "CAM_PW", "-o", out.to_str().unwrap()],
+        &[
+            "snap",
+            &basic.url("/ch1"),
+            "-u",
+            "admin",
+            "--password-env",
+            "CAM_PW",
+            "-o",
+            out.to_str().unwrap(),
+        ],
         &[("CAM_PW", PASSWORD), ("RUST_LOG", "trace")],
     )
     .await;
     assert!(o.status.success(), "{}", text(&o));
     assert!(std::fs::metadata(&out).unwrap().len() > 1000);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(err.matches("asks for Basic authentication only").count(), 1, "{}", grep(&err, "Basic"));
+    assert_eq!(
+        err.matches("asks for Basic authentication only").count(),
+        1,
+        "{}",
+        grep(&err, "Basic")
+    );
     assert_no_secret("output", &text(&o), &forms("admin", PASSWORD));
 }
 
 /// Lines of `text` containing `needle`, for assertion messages that would
 /// otherwise print megabytes of trace.
 fn grep(text: &str, needle: &str) -> String {
-    text.lines().filter(|l| l.contains(needle)).take(20).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .filter(|l| l.contains(needle))
+        .take(20)
+        .collect::<Vec<_>>()
+        .join("\n")
 }

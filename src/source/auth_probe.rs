@@ -180,8 +180,10 @@ mod tests {
         );
         // Digest wins over Basic, in one header or two.
         assert_eq!(
-            h("RTSP/1.0 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"a\"\r\n\
-               www-authenticate: Digest realm=\"a\", nonce=\"n1\"\r\n\r\n"),
+            h(
+                "RTSP/1.0 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"a\"\r\n\
+               www-authenticate: Digest realm=\"a\", nonce=\"n1\"\r\n\r\n"
+            ),
             Some(Challenge::Digest)
         );
         assert_eq!(

@@ -34,8 +34,8 @@ use crate::pipeline::{make_still, EncodedStill, StillError, VideoCodec};
 use crate::redact::RedactedUrl;
 use crate::{Snapshot, Store};
 pub use auth_probe::CredentialWarning;
-pub use session::SourceError;
 use rtp_h264::{KeyKind, Unit};
+pub use session::SourceError;
 
 /// What a camera is doing right now.
 #[derive(Clone, Debug, PartialEq)]
@@ -256,7 +256,8 @@ async fn run_camera(mut task: CameraTask, status: watch::Sender<CameraStatus>) {
                 info!(
                     codec = opened.codec.as_deref().unwrap_or("?"),
                     transport = opened.transport.as_str(),
-                    "streaming from {}", RedactedUrl(&task.config.url)
+                    "streaming from {}",
+                    RedactedUrl(&task.config.url)
                 );
                 stream(&mut task, &name, opened, &status, &mut stills).await
             }
