@@ -19,7 +19,9 @@
 //! impersonator can also brute-force a captured Digest response offline, so
 //! against one only a trusted network helps. The probe costs one extra TCP
 //! connection and round trip per session opened, and only for cameras with
-//! credentials.
+//! credentials. It sends no credentials, exactly like every client's first
+//! DESCRIBE, so cameras that lock users out after failed logins do not count
+//! it as one.
 
 use std::fmt;
 use std::time::Duration;
