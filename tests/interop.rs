@@ -248,7 +248,11 @@ fn gstreamer_basic_auth_right_and_wrong_password() {
     );
     assert_matches_reference(&std::fs::read(&out).unwrap(), "authenticated snap");
 
-    let refuse: Vec<&str> = args.iter().copied().chain(["--allow-basic-auth=false"]).collect();
+    let refuse: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--allow-basic-auth=false"])
+        .collect();
     let o = run_bin(&refuse, &[("CAM_PW", password)]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(

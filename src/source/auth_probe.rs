@@ -203,4 +203,67 @@ mod tests {
         assert_eq!(h("HTTP/1.1 400 Bad Request\r\n\r\n"), None);
         assert_eq!(head_end(b"RTSP/1.0 200 OK\r\n\r\nv=0"), Some(19));
     }
+
+    /// A server on loopback that runs `serve` on its first connection.
+    async fn server<F, Fut>(serve: F) -> Url
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("rtsp://{}/ch1", l.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move {
+            if let Ok((sock, _)) = l.accept().await {
+                serve(sock).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_costs_one_timeout() {
+        let url = server(|sock| async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            drop(sock);
+        })
+        .await;
+        let started = std::time::Instant::now();
+        let r = challenge(&url, Duration::from_millis(300)).await;
+        assert!(matches!(r, Err(ProbeError::Timeout)), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn an_endless_head_is_cut_at_max_head() {
+        let url = server(|mut sock| async move {
+            let _ = sock
+                .write_all(
+                    b"RTSP/1.0 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\nX-Pad: ",
+                )
+                .await;
+            let junk = [b'a'; 4096];
+            // Padding for 10 s (or until the client hangs up): a probe
+            // that read it all would hit its 3 s timeout instead.
+            let end = tokio::time::Instant::now() + Duration::from_secs(10);
+            while tokio::time::Instant::now() < end {
+                if sock.write_all(&junk).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        let r = challenge(&url, Duration::from_secs(3)).await;
+        // The MAX_HEAD bytes read already hold the challenge.
+        assert!(matches!(r, Ok(Challenge::Basic)), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_is_not_rtsp_is_left_to_retina() {
+        let url = server(|mut sock| async move {
+            let _ = sock.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
+        })
+        .await;
+        let r = challenge(&url, Duration::from_secs(5)).await;
+        assert!(matches!(r, Err(ProbeError::Io(_))), "{r:?}");
+    }
 }
