@@ -17,7 +17,7 @@ use tracing::warn;
 
 use crate::config::Config;
 use crate::decode::DecoderPool;
-use crate::sink::{run_sink, CloudflareKvSink, DirSink, Sink, SinkStatus};
+use crate::sink::{supervise_sink, CloudflareKvSink, DirSink, Sink, SinkLimits, SinkStatus};
 use crate::source::{spawn_camera, CameraStatus, CameraTask};
 use crate::Store;
 
@@ -85,7 +85,13 @@ impl Daemon {
             .into_iter()
             .map(|s| {
                 let (tx, rx) = watch::channel(SinkStatus::default());
-                let task = tokio::spawn(run_sink(s, store.clone(), shutdown_rx.clone(), tx));
+                let task = tokio::spawn(supervise_sink(
+                    s,
+                    store.clone(),
+                    shutdown_rx.clone(),
+                    tx,
+                    SinkLimits::default(),
+                ));
                 (rx, task)
             })
             .collect::<Vec<_>>();

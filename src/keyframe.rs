@@ -158,7 +158,10 @@ pub fn parse_sps(nal: &[u8]) -> Result<KeyframeInfo, KeyframeError> {
         height,
         profile_idc: u8::from(sps.profile_idc),
         interlaced: !matches!(sps.frame_mbs_flags, FrameMbsFlags::Frames),
-        bit_depth: 8 + sps.chroma_info.bit_depth_luma_minus8.max(sps.chroma_info.bit_depth_chroma_minus8),
+        bit_depth: 8 + sps
+            .chroma_info
+            .bit_depth_luma_minus8
+            .max(sps.chroma_info.bit_depth_chroma_minus8),
         chroma,
         full_range,
     })

@@ -56,7 +56,9 @@ mod snapshot;
 pub mod source;
 mod store;
 
-pub use config::{CameraConfig, Config, ConfigError, Credentials, HttpConfig, RtspTransport, Secret};
+pub use config::{
+    CameraConfig, Config, ConfigError, Credentials, HttpConfig, RtspTransport, Secret,
+};
 pub use daemon::Daemon;
 pub use snapshot::Snapshot;
 pub use source::{CameraState, CameraStatus};

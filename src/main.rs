@@ -431,6 +431,11 @@ async fn probe(camera: &CameraArgs, duration: Duration) -> Result<(), String> {
              recovery points); set the camera to send IDR keyframes",
             r.intra_non_idr
         );
+    } else if r.intra_non_idr > 0 {
+        println!(
+            "keyframes:          {} of them open-GOP I pictures (not IDR), relabelled as IDR",
+            r.intra_non_idr
+        );
     }
     println!(
         "observed:           {} frames, {} keyframes in {:.1} s",

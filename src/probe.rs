@@ -35,10 +35,11 @@ pub struct ProbeReport {
     pub keyframe_interval: Option<Duration>,
     /// Frames received.
     pub frames: u64,
-    /// Keyframes (IDR) received.
+    /// Keyframes received: IDR pictures, and open-GOP I pictures that can
+    /// be relabelled as IDR.
     pub keyframes: u64,
-    /// Intra pictures that are not IDR (open GOP, recovery points): not
-    /// usable as keyframes by rtsnap.
+    /// Of all keyframe candidates, intra pictures that are not IDR (open GOP,
+    /// recovery points), usable or not.
     pub intra_non_idr: u64,
     /// Average bitrate in bits per second.
     pub bitrate: Option<f64>,
@@ -107,8 +108,9 @@ pub async fn probe(
                 bytes += k.data.len() as u64;
                 if k.kind != KeyKind::Idr {
                     intra_non_idr += 1;
-                    continue;
                 }
+                // Open-GOP I pictures count when they can be relabelled as IDR.
+                let Ok(k) = k.startable() else { continue };
                 keyframes += 1;
                 first_kf.get_or_insert(now);
                 last_kf = now;

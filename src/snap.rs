@@ -14,7 +14,7 @@ use crate::config::{Credentials, RtspTransport, DEFAULT_MAX_ACCESS_UNIT};
 use crate::decode::DecoderPool;
 use crate::keyframe::KeyframeError;
 use crate::pipeline::{make_still, StillError};
-use crate::source::rtp_h264::{KeyKind, Unit};
+use crate::source::rtp_h264::Unit;
 use crate::source::session::{open, Dial, SourceError};
 use crate::Snapshot;
 
@@ -27,6 +27,13 @@ pub enum SnapError {
     /// The keyframe could not be turned into a still.
     #[error(transparent)]
     Still(#[from] StillError),
+    /// Only intra pictures that are not IDR came, and they cannot be
+    /// relabelled as IDR.
+    #[error(
+        "the camera sends intra pictures that are not IDR and cannot be used ({0}); \
+         set it to send IDR keyframes (turn off \"smart codec\" or intra refresh)"
+    )]
+    NoIdr(#[from] crate::source::open_gop::NotRewritable),
 }
 
 /// Connects to `url` and returns one still made from the first keyframe
@@ -60,12 +67,12 @@ pub async fn snap(
     let deadline = tokio::time::Instant::now() + timeout;
     let codec = opened.video_codec;
     let pool = Arc::new(DecoderPool::new(1));
-    let mut last_failure: Option<StillError> = None;
+    let mut last_failure: Option<SnapError> = None;
     let result: Result<_, SnapError> = loop {
         let unit = match tokio::time::timeout_at(deadline, opened.next()).await {
             Err(_) => {
                 break Err(match last_failure.take() {
-                    Some(e) => e.into(),
+                    Some(e) => e,
                     None => SourceError::Stalled(format!(
                         "no complete keyframe arrived within {}s",
                         timeout.as_secs()
@@ -78,9 +85,15 @@ pub async fn snap(
             Ok(Some(Ok(unit))) => unit,
         };
         let Unit::Key(key) = unit else { continue };
-        if key.kind != KeyKind::Idr {
-            continue;
-        }
+        // An open-GOP I picture is relabelled as IDR; one that cannot be
+        // is skipped like any unusable keyframe.
+        let key = match key.startable() {
+            Ok(k) => k,
+            Err(e) => {
+                last_failure = Some(e.into());
+                continue;
+            }
+        };
         let captured_at = SystemTime::now();
         let pool = pool.clone();
         // Decode while the session stays open, so a bad keyframe costs one
@@ -97,7 +110,7 @@ pub async fn snap(
             }
             Err(e) => {
                 tracing::debug!("keyframe skipped, waiting for the next: {e}");
-                last_failure = Some(e);
+                last_failure = Some(e.into());
             }
         }
     };

@@ -53,6 +53,18 @@ fn start_gst(channels: u32, auth: Option<(&str, &str)>) -> Gst {
 /// `fixtures`: paths, or `mjpeg` for a live MJPEG source; channel i serves
 /// fixture i mod n. `port` 0 picks a free one.
 fn start_gst_with(port: u16, channels: u32, fixtures: &[&str], auth: Option<(&str, &str)>) -> Gst {
+    start_gst_args(port, channels, fixtures, auth, &[])
+}
+
+/// As [`start_gst_with`], with extra arguments for the server script (e.g.
+/// `--protocols udp`).
+fn start_gst_args(
+    port: u16,
+    channels: u32,
+    fixtures: &[&str],
+    auth: Option<(&str, &str)>,
+    extra: &[&str],
+) -> Gst {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/gst_rtsp_server.py");
     let mut cmd = Command::new(PYTHON);
     cmd.arg(script)
@@ -71,6 +83,7 @@ fn start_gst_with(port: u16, channels: u32, fixtures: &[&str], auth: Option<(&st
     if let Some((u, p)) = auth {
         cmd.args(["--user", u, "--password", p]);
     }
+    cmd.args(extra);
     let mut child = cmd.spawn().expect("starting the GStreamer RTSP server");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -261,6 +274,99 @@ fn gstreamer_basic_auth_right_and_wrong_password() {
         text(&o)
     );
     assert!(!text(&o).contains(password));
+}
+
+/// A server that offers only UDP (GStreamer with `--protocols udp`, like
+/// UDP-only cameras and relays): over TCP the SETUP is refused with 461 and
+/// rtsnap says what to set; `--transport udp` and `auto` both get a correct
+/// still.
+#[test]
+fn udp_only_server_tcp_is_refused_clearly_udp_and_auto_work() {
+    if !have_gst() {
+        return;
+    }
+    let sub = fixtures_dir().join(format!("{SUB}.h264"));
+    let gst = start_gst_args(
+        0,
+        1,
+        &[sub.to_str().unwrap()],
+        None,
+        &["--protocols", "udp"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{}/ch1", gst.base);
+    let out = dir.path().join("tcp.jpg");
+    let o = run_bin(&["snap", &url, "-o", out.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("refuses RTSP over TCP")
+            && err.contains("461")
+            && err.contains("transport = \"udp\" or \"auto\""),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
+    for transport in ["udp", "auto"] {
+        let out = dir.path().join(format!("{transport}.jpg"));
+        let o = run_bin(
+            &[
+                "snap",
+                &url,
+                "--transport",
+                transport,
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "--transport {transport}: {}", text(&o));
+        let jpeg = std::fs::read(&out).unwrap();
+        let img = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((img.width(), img.height()), (640, 360), "{transport}");
+    }
+}
+
+/// The daemon over UDP (and `auto` falling back to it) keeps a UDP-only
+/// camera's stills coming, and says which transport it streams on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_streams_from_a_udp_only_server() {
+    if !have_gst() {
+        return;
+    }
+    let sub = fixtures_dir().join(format!("{SUB}.h264"));
+    let gst = start_gst_args(
+        0,
+        2,
+        &[sub.to_str().unwrap()],
+        None,
+        &["--protocols", "udp"],
+    );
+    let mut udp = library_camera("udp", format!("{}/ch1", gst.base));
+    udp.transport = rtsnap::RtspTransport::Udp;
+    let mut auto = library_camera("auto", format!("{}/ch2", gst.base));
+    auto.transport = rtsnap::RtspTransport::Auto;
+    let mut tcp = library_camera("tcp", format!("{}/ch2", gst.base));
+    tcp.transport = rtsnap::RtspTransport::Tcp;
+    let d = rtsnap::Daemon::start(rtsnap::Config::with_cameras(vec![udp, auto, tcp]));
+    let status = |name: &str| d.status().into_iter().find(|s| &*s.name == name).unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "3 stills each over udp and auto",
+        || (status("udp").stills >= 3 && status("auto").stills >= 3).then_some(()),
+    )
+    .await;
+    let tcp = status("tcp");
+    assert_eq!(tcp.stills, 0, "{tcp:?}");
+    let rtsnap::CameraState::BackingOff { error, .. } = &tcp.state else {
+        panic!("tcp: {tcp:?}")
+    };
+    assert!(error.contains("refuses RTSP over TCP"), "{error}");
+    for name in ["udp", "auto"] {
+        let still = d.store().latest(name).unwrap();
+        assert_eq!((still.width, still.height), (640, 360), "{name}");
+    }
+    d.shutdown().await;
 }
 
 fn library_camera(name: &str, url: String) -> rtsnap::CameraConfig {

@@ -3,7 +3,8 @@
 //! namespace in the path, Bearer auth, bulk JSON with base64 values, the
 //! `{success, errors, messages, result}` envelope, 429 with `retry-after`,
 //! one write per second per key. The server checks every request the real
-//! sink sends and can be told to fail in each documented way.
+//! sink sends and can be told to fail in each documented way, and in some
+//! hostile ones (a `retry-after` no clock can hold, dates, garbage).
 
 mod common;
 
@@ -20,10 +21,10 @@ use axum::Router;
 use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
-use rtsnap::config::KvSinkConfig;
+use rtsnap::config::{HttpConfig, KvSinkConfig};
 use rtsnap::pipeline::Fingerprint;
-use rtsnap::sink::{CloudflareKvSink, Sink};
-use rtsnap::{CameraConfig, Config, Daemon, Secret, Snapshot};
+use rtsnap::sink::{supervise_sink, CloudflareKvSink, Sink, SinkLimits, SinkStatus};
+use rtsnap::{CameraConfig, Config, Daemon, Secret, Snapshot, Store};
 use serde_json::{json, Value};
 
 const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
@@ -33,7 +34,11 @@ const TOKEN: &str = "test-token-Qw9x7-never-logged";
 /// A failure the fake API answers the next request with.
 #[derive(Clone, Debug)]
 enum Fault {
-    TooMany { retry_after: u64 },
+    TooMany {
+        retry_after: u64,
+    },
+    /// A 429 whose `retry-after` is this text, verbatim.
+    TooManyRaw(String),
     ServerError,
     NamespaceNotFound,
     Unsuccessful(String),
@@ -83,6 +88,11 @@ async fn bulk(
             let mut r = envelope(StatusCode::TOO_MANY_REQUESTS, 10429, "Too many requests");
             r.headers_mut()
                 .insert("retry-after", retry_after.to_string().parse().unwrap());
+            return r;
+        }
+        Some(Fault::TooManyRaw(v)) => {
+            let mut r = envelope(StatusCode::TOO_MANY_REQUESTS, 10429, "Too many requests");
+            r.headers_mut().insert("retry-after", v.parse().unwrap());
             return r;
         }
         Some(Fault::ServerError) => {
@@ -449,4 +459,177 @@ async fn request_budget_holds_uploads_before_cloudflare_blocks() {
         budget,
         "no request past the budget"
     );
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn get_text(url: &str) -> String {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// `Retry-After: 18446744073709551615` (u64::MAX seconds) used to overflow
+/// `Instant + Duration` and kill the sink task while `/api/status` still
+/// looked healthy. Now: the daemon's sink waits 1 h, says so in status, and
+/// its task neither panics nor restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_beyond_any_clock_is_capped_at_an_hour_and_shown() {
+    let (addr, kv) = start_fake().await;
+    kv.lock().unwrap().faults.push_back(Fault::TooMany {
+        retry_after: u64::MAX,
+    });
+    let server = serve(&[SUB]).await;
+    let mut config = Config::with_cameras(vec![CameraConfig {
+        name: "porch".into(),
+        url: server.url("/ch1").parse().unwrap(),
+        credentials: None,
+        interval: Duration::from_secs(1),
+        transport: Default::default(),
+    }]);
+    config.sinks.cloudflare_kv = Some(kv_config(addr));
+    config.http = Some(HttpConfig::open("127.0.0.1:0".parse().unwrap()));
+    let d = Daemon::start(config);
+    let base = format!("http://{}", d.http_addr().unwrap());
+    let failing = wait_for(Duration::from_secs(20), "the 429 in status", || {
+        d.sink_status()[0].failing.get("porch").cloned()
+    })
+    .await;
+    assert!(
+        failing.error.contains("HTTP 429") && failing.error.contains("waiting 3600 s"),
+        "{failing:?}"
+    );
+    // Over HTTP, as the viewer and the user see it.
+    let doc: Value = serde_json::from_str(&get_text(&format!("{base}/api/status")).await).unwrap();
+    let sink = &doc["sinks"][0];
+    assert_eq!(sink["name"], "cloudflare_kv", "{doc}");
+    assert_eq!(sink["state"], "running", "{doc}");
+    assert_eq!(sink["restarts"], 0, "{doc}");
+    let f = &sink["failing"][0];
+    assert_eq!(f["camera"], "porch", "{doc}");
+    let wait_ms = f["retry_at_ms"].as_u64().unwrap() as i64 - unix_ms_now() as i64;
+    assert!(
+        (3_590_000..=3_600_000).contains(&wait_ms),
+        "next try in {wait_ms} ms: {doc}"
+    );
+    let metrics = get_text(&format!("{base}/metrics")).await;
+    assert!(
+        metrics.contains("rtsnap_sink_restarts_total{sink=\"cloudflare_kv\"} 0"),
+        "{metrics}"
+    );
+    // It holds off: newer stills come, no request goes out in the meantime.
+    let stills = d.status()[0].stills;
+    wait_for(Duration::from_secs(20), "two more stills", || {
+        (d.status()[0].stills >= stills + 2).then_some(())
+    })
+    .await;
+    assert!(kv.lock().unwrap().requests.is_empty());
+    assert!(kv.lock().unwrap().faults.is_empty(), "the 429 was served");
+    assert_eq!(d.sink_status()[0].restarts, 0);
+    d.shutdown().await;
+}
+
+/// After a capped `Retry-After`, uploads resume once the wait is over and
+/// the server answers again. The runner's limit is lowered to 2 s here (the
+/// daemon's is 1 h, checked above) so the recovery fits in a test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_resume_after_a_capped_retry_after() {
+    let (addr, kv) = start_fake().await;
+    kv.lock().unwrap().faults.push_back(Fault::TooMany {
+        retry_after: u64::MAX,
+    });
+    let store = Store::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (status_tx, status) = tokio::sync::watch::channel(SinkStatus::default());
+    let limits = SinkLimits {
+        max_delay: Duration::from_secs(2),
+        ..SinkLimits::default()
+    };
+    let sink: Arc<dyn Sink> = Arc::new(CloudflareKvSink::new(&kv_config(addr)));
+    let task = tokio::spawn(supervise_sink(
+        sink,
+        store.clone(),
+        stop_rx,
+        status_tx,
+        limits,
+    ));
+    store.publish(still("a", 1, 0));
+    let failed_at = Instant::now();
+    let f = wait_for(Duration::from_secs(10), "the 429", || {
+        status.borrow().failing.get("a").cloned()
+    })
+    .await;
+    assert!(f.error.contains("more than 1 h"), "{f:?}");
+    let wait = f
+        .retry_at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    assert!(wait <= Duration::from_secs(2), "{wait:?}");
+    // The server has recovered (no fault left); a newer still is what lands.
+    store.publish(still("a", 2, 90));
+    wait_for(Duration::from_secs(10), "the upload after the wait", || {
+        let kv = kv.lock().unwrap();
+        kv.values.get("latest/a").map(|v| v.0.clone())
+    })
+    .await;
+    let resumed = failed_at.elapsed();
+    wait_for(Duration::from_secs(5), "the failure to clear", || {
+        status.borrow().failing.is_empty().then_some(())
+    })
+    .await;
+    let st = status.borrow().clone();
+    assert_eq!((st.writes, st.restarts), (1, 0), "{st:?}");
+    {
+        let kv = kv.lock().unwrap();
+        assert_eq!(kv.requests.len(), 1, "one upload, after the wait");
+        assert_eq!(kv.values["latest/a"].0[2], 2, "the newest still");
+        assert!(kv.violations.is_empty(), "{:?}", kv.violations);
+    }
+    assert!(
+        resumed >= Duration::from_millis(1500),
+        "the wait was honoured: {resumed:?}"
+    );
+    eprintln!("uploads resumed {resumed:?} after a Retry-After of u64::MAX s (limit 2 s)");
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+}
+
+/// HTTP-dates are honoured; a date in the past means now; garbage means the
+/// default minute.
+#[tokio::test]
+async fn retry_after_dates_and_garbage() {
+    let (addr, kv) = start_fake().await;
+    let sink = CloudflareKvSink::new(&kv_config(addr));
+    let in_2_min = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+    for (header, low, high, why) in [
+        (in_2_min.as_str(), 118, 120, "as asked"),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0, 0, "as asked"),
+        ("soon", 60, 60, "unreadable"),
+        ("-1", 60, 60, "unreadable"),
+        ("99999999999999999999999999", 3600, 3600, "more than 1 h"),
+    ] {
+        kv.lock()
+            .unwrap()
+            .faults
+            .push_back(Fault::TooManyRaw(header.into()));
+        let failed = sink.write(&[still("a", 1, 0)]).await;
+        let e = &failed[0].1;
+        let secs = e.retry_after.unwrap().as_secs();
+        assert!((low..=high).contains(&secs), "{header}: {e:?}");
+        assert!(e.message.contains(why), "{header}: {e}");
+    }
 }

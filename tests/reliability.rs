@@ -385,6 +385,47 @@ async fn interlaced_stream_is_unsupported_with_a_reason() {
     d.shutdown().await;
 }
 
+/// A 10-bit (High 10) camera is named "unsupported" from its SPS at
+/// setup, once, with the profile and bit depth, instead of one raw decoder
+/// error per keyframe; a camera beside it keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn high10_stream_is_unsupported_by_name() {
+    let server = ServerBuilder::new()
+        .channel(
+            "/10bit",
+            Arc::new(
+                rtsnap::fixture::FixtureStream::load(&fixtures_dir().join("high10-360p.h264"))
+                    .unwrap(),
+            ),
+        )
+        .channel("/p", load(SUB))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let d = start(
+        vec![
+            camera(&server, "hdr", "/10bit", 1000),
+            camera(&server, "new", "/p", 1000),
+        ],
+        Duration::from_secs(5),
+    );
+    let s = until(&d, "hdr", Duration::from_secs(10), "unsupported", |s| {
+        matches!(s.state, CameraState::Unsupported { .. })
+    })
+    .await;
+    let CameraState::Unsupported { why } = &s.state else {
+        unreachable!()
+    };
+    assert!(why.contains("High 10") && why.contains("10-bit"), "{why}");
+    assert!(!why.contains("Native"), "{why}");
+    assert_eq!((s.stills, s.keyframes_decoded), (0, 0), "{s:?}");
+    more_stills(&d, "new", 2, Duration::from_secs(10)).await;
+    let opened = server.stats().sessions_opened;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(server.stats().sessions_opened, opened);
+    d.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn camera_reboot_drops_connection_and_it_comes_back() {
     let server = serve(&[SUB]).await;

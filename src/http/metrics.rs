@@ -221,6 +221,11 @@ pub fn render(state: &HttpState) -> String {
             s.errors
         }),
         (
+            "rtsnap_sink_restarts_total",
+            "Times the sink's task died (panicked or returned) and was restarted.",
+            |s| s.restarts,
+        ),
+        (
             "rtsnap_sink_failing_cameras",
             "Cameras whose last write to the sink failed.",
             |s| s.failing.len() as u64,

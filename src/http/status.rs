@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::{unix_ms, HttpState};
+use crate::sink::SinkState;
 use crate::source::{CameraState, CameraStatus};
 
 /// A still older than this many intervals makes `/healthz` fail.
@@ -71,13 +72,30 @@ pub fn document(state: &HttpState) -> Value {
         .sink_status()
         .iter()
         .map(|s| {
+            let restart_ms = match &s.state {
+                SinkState::Restarting { until } => Some(unix_ms(*until)),
+                _ => None,
+            };
             json!({
                 "name": s.name,
+                // A dead-and-restarting sink must not look healthy.
+                "state": s.state.word(),
+                "restart_at_ms": restart_ms,
+                "restarts": s.restarts,
+                "last_restart": s.last_restart.as_ref().map(|r| json!({
+                    "at_ms": unix_ms(r.at),
+                    "cause": r.cause.word(),
+                    "detail": r.cause.to_string(),
+                })),
                 "writes": s.writes,
                 "skipped": s.skipped,
                 "errors": s.errors,
                 "failing": s.failing.iter()
-                    .map(|(camera, error)| json!({"camera": camera, "error": error}))
+                    .map(|(camera, f)| json!({
+                        "camera": camera,
+                        "error": f.error,
+                        "retry_at_ms": unix_ms(f.retry_at),
+                    }))
                     .collect::<Vec<_>>(),
             })
         })

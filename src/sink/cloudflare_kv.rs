@@ -13,7 +13,9 @@
 //! * **Limits are respected before Cloudflare enforces them**: never more than
 //!   one write per second per key, and a budget of API requests per five
 //!   minutes below Cloudflare's 1,200 (exceeding it blocks *all* API calls for
-//!   five minutes). A 429 is honoured through its `retry-after`.
+//!   five minutes). A 429 is honoured through its `retry-after` (delta-seconds
+//!   or HTTP-date), but never for more than an hour: a server's number is
+//!   untrusted input ([`parse_retry_after`]).
 //! * **Latest wins**: the shared sink runner keeps at most one pending still
 //!   per camera, and this sink never uploads a still older than one it already
 //!   uploaded.
@@ -25,14 +27,14 @@
 //! `max_quiet` when unchanged scenes are skipped) for the viewer's stale mark.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Sink, SinkError};
+use super::{parse_retry_after, RetryAfter, Sink, SinkError};
 use crate::config::KvSinkConfig;
 use crate::pipeline::Fingerprint;
 use crate::Snapshot;
@@ -94,6 +96,13 @@ impl CloudflareKvSink {
             config: config.clone(),
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// The sink's bookkeeping. A panic elsewhere while it was held (the
+    /// supervisor restarts the runner) leaves counters and upload times that
+    /// are still right, so a poisoned lock is used as is, not re-panicked.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn plan(&self, st: &State, s: &Snapshot, now: Instant) -> Plan {
@@ -186,24 +195,25 @@ impl CloudflareKvSink {
                 ))
             })?;
         let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = resp.headers().get("retry-after").map(|v| {
+            v.to_str().map_or(RetryAfter::Unreadable, |v| {
+                parse_retry_after(v, SystemTime::now())
+            })
+        });
         let text = resp.text().await.unwrap_or_default();
         let envelope: Option<Envelope> = serde_json::from_str(&text).ok();
         if status.as_u16() == 429 {
-            let wait = retry_after.unwrap_or(Duration::from_secs(60));
+            let asked = retry_after.unwrap_or(RetryAfter::Unreadable);
+            let wait = asked.delay();
             return Err(SinkError {
                 message: format!(
-                    "Cloudflare KV: HTTP 429 Too Many Requests{}; waiting {} s as asked",
+                    "Cloudflare KV: HTTP 429 Too Many Requests{}; waiting {} s ({})",
                     envelope
                         .as_ref()
                         .map(Envelope::first_error)
                         .unwrap_or_default(),
-                    wait.as_secs()
+                    wait.as_secs(),
+                    asked.explain()
                 ),
                 retry_after: Some(wait),
             });
@@ -229,7 +239,11 @@ impl CloudflareKvSink {
             };
             return Err(SinkError {
                 message: format!("Cloudflare KV: HTTP {}{detail}{hint}", status.as_u16()),
-                retry_after,
+                // An unreadable header on a 5xx: the runner's own backoff.
+                retry_after: retry_after.and_then(|r| match r {
+                    RetryAfter::Unreadable => None,
+                    r => Some(r.delay()),
+                }),
             });
         }
         Ok(envelope
@@ -294,7 +308,7 @@ impl Sink for CloudflareKvSink {
     }
 
     fn skipped(&self) -> u64 {
-        self.state.lock().unwrap().skipped
+        self.state().skipped
     }
 
     fn write<'a>(&'a self, batch: &'a [Snapshot]) -> BoxFuture<'a, Vec<(Arc<str>, SinkError)>> {
@@ -303,7 +317,7 @@ impl Sink for CloudflareKvSink {
             let mut failed = Vec::new();
             let mut send: Vec<&Snapshot> = Vec::new();
             {
-                let mut st = self.state.lock().unwrap();
+                let mut st = self.state();
                 for s in batch {
                     match self.plan(&st, s, now) {
                         Plan::Send => send.push(s),
@@ -349,7 +363,7 @@ impl Sink for CloudflareKvSink {
             match self.put_bulk(body).await {
                 Err(e) => failed.extend(send.iter().map(|s| (s.camera.clone(), e.clone()))),
                 Ok(unsuccessful) => {
-                    let mut st = self.state.lock().unwrap();
+                    let mut st = self.state();
                     for s in send {
                         let latest = format!("latest/{}", s.camera);
                         if unsuccessful.contains(&latest) {

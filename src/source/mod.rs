@@ -11,6 +11,7 @@
 //! consistent without locks.
 
 pub mod auth_probe;
+pub mod open_gop;
 pub mod rtp_h264;
 pub mod session;
 
@@ -427,6 +428,8 @@ struct Watch {
     check_sps: bool,
     /// Said once per session: keyframes that are intra but not IDR.
     told_intra: bool,
+    /// Why the last non-IDR intra picture could not be relabelled as IDR.
+    refused_intra: Option<open_gop::NotRewritable>,
 }
 
 impl Watch {
@@ -446,6 +449,7 @@ impl Watch {
             rates: Rates::new(),
             check_sps: opened.video_codec == VideoCodec::H264,
             told_intra: false,
+            refused_intra: None,
         }
     }
 
@@ -492,19 +496,34 @@ impl Watch {
             Unit::Key(k) => k,
         };
         self.rates.count(key.data.len(), status);
-        if key.kind == KeyKind::Intra {
-            // A non-IDR intra picture (open GOP, recovery point). openh264
-            // cannot start decoding on one, so it is not a keyframe here;
-            // the watchdog and the message below say what to change.
-            if !self.told_intra {
-                self.told_intra = true;
-                info!(
-                    "the camera sends intra pictures that are not IDR (open GOP or recovery \
-                     points); rtsnap makes stills from IDR keyframes only"
-                );
+        let key = if key.kind == KeyKind::Intra {
+            // A non-IDR intra picture (open GOP, recovery point): openh264
+            // cannot start on one as sent, so it is relabelled as IDR.
+            match key.startable() {
+                Ok(k) => {
+                    if !self.told_intra {
+                        self.told_intra = true;
+                        info!(
+                            "the camera sends open-GOP intra pictures (not IDR); rtsnap relabels \
+                             them as IDR keyframes to decode them"
+                        );
+                    }
+                    k
+                }
+                Err(e) => {
+                    if self.refused_intra.is_none() {
+                        info!(
+                            "the camera sends intra pictures that are not IDR and cannot be \
+                             used ({e}); rtsnap makes stills from IDR keyframes only"
+                        );
+                    }
+                    self.refused_intra = Some(e);
+                    return Ok(());
+                }
             }
-            return Ok(());
-        }
+        } else {
+            key
+        };
         if key.new_parameters {
             self.check_sps = self.codec == VideoCodec::H264;
         }
@@ -547,11 +566,11 @@ impl Watch {
 
 /// The reason a session that never sent a usable keyframe is redialed.
 fn no_keyframe_message(seen: &Watch, watchdog: Duration) -> String {
-    if seen.told_intra && seen.kf_seq == 0 {
+    if let Some(why) = &seen.refused_intra {
         format!(
-            "no IDR keyframe for {}s: the camera sends open-GOP or intra-refresh pictures only; \
-             set its GOP/keyframe mode so it sends IDR frames (e.g. turn off \"smart codec\" or \
-             intra refresh); reconnecting",
+            "no usable keyframe for {}s: the camera sends intra pictures that are not IDR and \
+             cannot be used ({why}); set its GOP/keyframe mode so it sends IDR frames (e.g. turn \
+             off \"smart codec\" or intra refresh); reconnecting",
             watchdog.as_secs()
         )
     } else {

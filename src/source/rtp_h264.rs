@@ -65,6 +65,18 @@ pub struct KeyAccessUnit {
     pub new_parameters: bool,
 }
 
+impl KeyAccessUnit {
+    /// The unit as one a decoder can start on: an IDR as it is; a
+    /// recovery-point I picture relabelled as IDR (see
+    /// [`open_gop`](super::open_gop)), or why that cannot be done.
+    pub fn startable(mut self) -> Result<KeyAccessUnit, super::open_gop::NotRewritable> {
+        if self.kind == KeyKind::Intra {
+            self.data = super::open_gop::as_idr(&self.data)?;
+        }
+        Ok(self)
+    }
+}
+
 /// What one finished access unit was.
 #[derive(Debug)]
 pub enum Unit {
@@ -172,7 +184,11 @@ impl Depacketizer {
     /// Feeds one RTP packet. `loss` is how many packets were lost just
     /// before it. Finished access units are returned by [`Self::pull`].
     pub fn push(&mut self, timestamp: u32, mark: bool, loss: u16, payload: &[u8]) {
-        if self.current.as_ref().is_some_and(|c| c.timestamp != timestamp) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.timestamp != timestamp)
+        {
             // A new timestamp ends the previous unit even without a marker.
             self.finish();
         }
@@ -234,14 +250,15 @@ impl Depacketizer {
             }
             let nal_header = (indicator & 0xe0) | (fu_header & 0x1f);
             let t = nal_header & 0x1f;
-            if cur.class == Class::Unknown && (t == nal_type::SLICE_IDR || t == nal_type::SLICE_NON_IDR)
+            if cur.class == Class::Unknown
+                && (t == nal_type::SLICE_IDR || t == nal_type::SLICE_NON_IDR)
             {
                 let mut prefix = Vec::with_capacity(1 + data.len().min(16));
                 prefix.push(nal_header);
                 prefix.extend_from_slice(&data[..data.len().min(16)]);
                 classify(cur, t, &prefix);
             }
-            cur.fu_skip = cur.class == Class::Skip;
+            cur.fu_skip = cur.class == Class::Skip || cur.oversized;
             let mut nal = Vec::new();
             nal.push(nal_header);
             if !cur.fu_skip {
@@ -262,9 +279,7 @@ impl Depacketizer {
         }
         let len = cur.fu.as_ref().map_or(0, Vec::len);
         if len + cur.buf.len() > self.max_access_unit {
-            cur.oversized = true;
-            cur.fu = None;
-            cur.buf = Vec::new();
+            overflow(cur, &mut self.done);
             return;
         }
         if end {
@@ -320,8 +335,7 @@ impl Depacketizer {
             return;
         }
         if cur.buf.len() + nal.len() + 4 > self.max_access_unit {
-            cur.oversized = true;
-            cur.buf = Vec::new();
+            overflow(cur, &mut self.done);
             return;
         }
         cur.buf.extend_from_slice(&[0, 0, 0, 1]);
@@ -353,7 +367,8 @@ impl Depacketizer {
             cur.damaged = true;
         }
         let unit = if cur.oversized {
-            Unit::Oversized { bytes: cur.bytes }
+            // Reported when it overflowed; the rest was only counted.
+            Unit::Other { bytes: cur.bytes }
         } else {
             match cur.class {
                 Class::Unknown | Class::Skip if cur.damaged => Unit::Damaged {
@@ -492,6 +507,17 @@ impl<'a> Bits<'a> {
     }
 }
 
+/// The current unit crossed `max_access_unit`: everything kept is freed and
+/// the rest of the unit is only counted. Reported at once, not when the unit
+/// ends, because a hostile camera may never end it.
+fn overflow(cur: &mut Current, done: &mut std::collections::VecDeque<Unit>) {
+    cur.oversized = true;
+    cur.fu = None;
+    cur.buf = Vec::new();
+    done.push_back(Unit::Oversized { bytes: cur.bytes });
+    cur.bytes = 0;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,7 +550,9 @@ mod tests {
     }
 
     fn annexb(nals: &[&[u8]]) -> Vec<u8> {
-        nals.iter().flat_map(|n| [&[0, 0, 0, 1][..], n].concat()).collect()
+        nals.iter()
+            .flat_map(|n| [&[0, 0, 0, 1][..], n].concat())
+            .collect()
     }
 
     fn units(d: &mut Depacketizer) -> Vec<Unit> {
@@ -542,9 +570,7 @@ mod tests {
         d.push(1000, true, 0, IDR);
         d.push(4000, true, 0, P);
         let u = units(&mut d);
-        let Unit::Key(k) = &u[0] else {
-            panic!("{u:?}")
-        };
+        let Unit::Key(k) = &u[0] else { panic!("{u:?}") };
         assert_eq!(k.data, annexb(&[SPS, PPS, IDR]));
         assert_eq!(k.kind, KeyKind::Idr);
         assert!(matches!(u[1], Unit::Other { bytes: 3 }));
@@ -565,9 +591,7 @@ mod tests {
         }
         d.push(2, true, 0, P); // new timestamp ends the first unit
         let u = units(&mut d);
-        let Unit::Key(k) = &u[0] else {
-            panic!("{u:?}")
-        };
+        let Unit::Key(k) = &u[0] else { panic!("{u:?}") };
         assert_eq!(k.data, annexb(&[SPS, PPS, &big]));
         assert!(k.new_parameters);
     }
@@ -622,7 +646,10 @@ mod tests {
         }
         d.push(8, true, 0, P);
         let u = units(&mut d);
-        assert!(u.iter().any(|u| matches!(u, Unit::Oversized { .. })), "{u:?}");
+        assert!(
+            u.iter().any(|u| matches!(u, Unit::Oversized { .. })),
+            "{u:?}"
+        );
     }
 
     #[test]
@@ -640,7 +667,10 @@ mod tests {
         }
         assert_eq!(d.current.as_ref().unwrap().fu.as_ref().unwrap().len(), 1);
         d.push(2, true, 0, &frags[3]);
-        assert!(matches!(units(&mut d)[..], [Unit::Other { .. }, Unit::Other { .. }]));
+        assert!(matches!(
+            units(&mut d)[..],
+            [Unit::Other { .. }, Unit::Other { .. }]
+        ));
     }
 
     #[test]
@@ -650,7 +680,10 @@ mod tests {
         d.push(1, false, 0, PPS);
         d.push(1, true, 0, NON_IDR_I);
         let u = units(&mut d);
-        assert!(matches!(&u[0], Unit::Key(k) if k.kind == KeyKind::Intra), "{u:?}");
+        assert!(
+            matches!(&u[0], Unit::Key(k) if k.kind == KeyKind::Intra),
+            "{u:?}"
+        );
         assert!(!slice_is_intra(P));
         assert!(slice_is_intra(IDR));
     }

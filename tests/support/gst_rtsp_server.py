@@ -37,7 +37,9 @@ The listening socket is bound with SO_REUSEADDR (GstRTSPServer does that), so a
 new instance can listen on the same explicit --port right after the old one exited.
 With --user/--password, HTTP Basic auth is required on every mount; missing or
 wrong credentials get "401 Unauthorized".  Both RTP/AVP/TCP (interleaved) and
-RTP/AVP (UDP unicast, bound to --address) transports are allowed.
+RTP/AVP (UDP unicast, bound to --address) transports are allowed unless
+--protocols tcp|udp restricts them (a UDP-only server answers 461 to a SETUP
+over TCP).
 """
 
 import argparse
@@ -267,6 +269,9 @@ def main():
     ap.add_argument("--channels", type=int, default=1)
     ap.add_argument("--user")
     ap.add_argument("--password")
+    ap.add_argument("--protocols", choices=["all", "tcp", "udp"], default="all",
+                    help="lower transports offered: 'udp' answers SETUP over TCP with "
+                         "461 Unsupported Transport, like UDP-only cameras and relays")
     args = ap.parse_args()
     if (args.user is None) != (args.password is None):
         ap.error("--user and --password go together")
@@ -314,13 +319,18 @@ def main():
         permissions.add_permission_for_role(args.user, "media.factory.access", True)
         permissions.add_permission_for_role(args.user, "media.factory.construct", True)
 
+    protocols = {
+        "all": GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP,
+        "tcp": GstRtsp.RTSPLowerTrans.TCP,
+        "udp": GstRtsp.RTSPLowerTrans.UDP,
+    }[args.protocols]
     feeders = set()
     mounts = server.get_mount_points()
     for ch in range(1, args.channels + 1):
         fx = fixtures[(ch - 1) % len(fixtures)]
         for path in (f"/ch{ch}", f"/unicast/c{ch}/s0/live"):
             f = MjpegFactory(path, timeoverlay) if fx == MJPEG else Factory(fx, path, feeders)
-            f.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)
+            f.set_protocols(protocols)
             f.set_address_pool(pool)
             if permissions is not None:
                 f.set_permissions(permissions)
