@@ -224,16 +224,47 @@ pub struct HttpConfig {
     pub token_source: String,
     /// HTTP Basic authentication against an argon2id hash, if configured.
     pub basic: Option<BasicAuth>,
+    /// `Host` names served besides the loopback ones (`hosts = [...]`),
+    /// lower case, each `name` (any port) or `name:port`. Without
+    /// authentication only loopback names and these are served, so a web
+    /// page cannot reach the viewer through DNS rebinding; with
+    /// authentication the check applies only when this list is non-empty.
+    pub hosts: Vec<String>,
+    /// Open connections at most (`max_connections`); when full, the one
+    /// idle the longest is closed for a new one, so the server keeps a
+    /// bounded number of file descriptors and keeps answering.
+    pub max_connections: usize,
+    /// Longest time from the first byte of a request head to its end
+    /// (`header_timeout`): a client that trickles its headers is cut off.
+    pub header_timeout: Duration,
+    /// Longest time a connection may sit with no request in progress and
+    /// no bytes moving (`idle_timeout`), before its first request and
+    /// between keep-alive requests.
+    pub idle_timeout: Duration,
 }
 
+/// Default `[http] max_connections`: far below the usual 1024 file
+/// descriptors, which the cameras' sockets and the sinks share.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 256;
+/// Default `[http] header_timeout`.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `[http] idle_timeout`: longer than the viewer page's refresh, so
+/// an open page keeps its connection.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl HttpConfig {
-    /// A server on `listen` without authentication (meant for loopback).
+    /// A server on `listen` without authentication (meant for loopback),
+    /// with default limits.
     pub fn open(listen: SocketAddr) -> Self {
         HttpConfig {
             listen,
             bearer_token: None,
             token_source: String::new(),
             basic: None,
+            hosts: Vec::new(),
+            max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
         }
     }
 
@@ -593,6 +624,10 @@ struct RawHttp {
     bearer_token_file: Option<Spanned<String>>,
     password_hash: Option<Spanned<String>>,
     username: Option<Spanned<String>>,
+    hosts: Option<Vec<Spanned<String>>>,
+    max_connections: Option<Spanned<i64>>,
+    header_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -937,11 +972,60 @@ impl Ctx<'_> {
             }
             (None, None) => None,
         };
+        let mut hosts = Vec::new();
+        for host in h.hosts.iter().flatten() {
+            hosts.push(
+                crate::http::host::normalize_config_host(host.get_ref()).ok_or_else(|| {
+                    self.err(
+                        host.span(),
+                        format!("hosts entry \"{}\" is not a host name", host.get_ref()),
+                        "write the name the browser shows, without scheme or path, e.g. \
+                         \"rtsnap.lan\", \"cams.example.org:8443\" or \"192.168.1.20\"",
+                    )
+                })?,
+            );
+        }
+        let max_connections = match &h.max_connections {
+            Some(n) if !(1..=65_536).contains(n.get_ref()) => {
+                return Err(self.err(
+                    n.span(),
+                    format!("max_connections = {} is out of range", n.get_ref()),
+                    "use 1 to 65536; keep it well below the process's file limit \
+                     (LimitNOFILE=, 1024 by default), e.g. the default 256",
+                ))
+            }
+            Some(n) => *n.get_ref() as usize,
+            None => DEFAULT_HTTP_MAX_CONNECTIONS,
+        };
+        let timeout = |v: &Option<Spanned<String>>, key: &str, default: Duration| match v {
+            None => Ok(default),
+            Some(s) => {
+                let d = self.duration(s, key)?;
+                if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+                    return Err(self.err(
+                        s.span(),
+                        format!("{key} = \"{}\" is out of range", s.get_ref()),
+                        "use 100ms to 1h",
+                    ));
+                }
+                Ok(d)
+            }
+        };
+        let header_timeout = timeout(
+            &h.header_timeout,
+            "header_timeout",
+            DEFAULT_HTTP_HEADER_TIMEOUT,
+        )?;
+        let idle_timeout = timeout(&h.idle_timeout, "idle_timeout", DEFAULT_HTTP_IDLE_TIMEOUT)?;
         let http = HttpConfig {
             listen,
             bearer_token: bearer_token.map(|(t, _)| t),
             token_source,
             basic,
+            hosts,
+            max_connections,
+            header_timeout,
+            idle_timeout,
         };
         if !listen.ip().is_loopback() && !http.requires_auth() {
             return Err(self.err(
@@ -1123,6 +1207,38 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
         let c = Credentials::new("admin", s, "env X");
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn http_hosts_and_connection_limits() {
+        let cam =
+            "[[camera]]\nname = \"a\"\nurl = \"rtsp://h/\"\n[http]\nlisten = \"127.0.0.1:8080\"\n";
+        let h = parse(cam).unwrap().http.unwrap();
+        assert!(h.hosts.is_empty());
+        assert_eq!(h.max_connections, DEFAULT_HTTP_MAX_CONNECTIONS);
+        assert_eq!(h.header_timeout, DEFAULT_HTTP_HEADER_TIMEOUT);
+        assert_eq!(h.idle_timeout, DEFAULT_HTTP_IDLE_TIMEOUT);
+        let h = parse(&format!(
+            "{cam}hosts = [\"Cams.LAN\", \"rtsnap.example.org:8443\"]\nmax_connections = 64\n\
+             header_timeout = \"2s\"\nidle_timeout = \"500ms\"\n"
+        ))
+        .unwrap()
+        .http
+        .unwrap();
+        assert_eq!(h.hosts, ["cams.lan", "rtsnap.example.org:8443"]);
+        assert_eq!(h.max_connections, 64);
+        assert_eq!(h.header_timeout, Duration::from_secs(2));
+        assert_eq!(h.idle_timeout, Duration::from_millis(500));
+        for (extra, words) in [
+            ("hosts = [\"http://cams.lan/\"]", "not a host name"),
+            ("max_connections = 0", "out of range"),
+            ("header_timeout = \"10\"", "not a valid duration"),
+            ("idle_timeout = \"2h\"", "out of range"),
+        ] {
+            let e = parse(&format!("{cam}{extra}\n")).unwrap_err();
+            assert_eq!(e.line, Some(6), "{e}");
+            assert!(e.message.contains(words), "{extra}: {e}");
+        }
     }
 
     #[test]

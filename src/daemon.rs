@@ -112,16 +112,16 @@ impl Daemon {
             .collect::<Vec<_>>();
         let http = match (listener, &config.http) {
             (Some((listener, addr)), Some(h)) => {
-                let state = crate::http::HttpState {
-                    store: store.clone(),
-                    cameras: cameras
+                let state = crate::http::HttpState::new(
+                    store.clone(),
+                    cameras
                         .iter()
                         .zip(&config.cameras)
                         .map(|((rx, _), c)| (rx.clone(), c.interval))
                         .collect(),
-                    sinks: sinks.iter().map(|(rx, _)| rx.clone()).collect(),
-                    auth: crate::http::auth::Auth::new(h),
-                };
+                    sinks.iter().map(|(rx, _)| rx.clone()).collect(),
+                    h,
+                );
                 let task = tokio::spawn(crate::http::serve(listener, state, shutdown_rx.clone()));
                 Some((addr, task))
             }

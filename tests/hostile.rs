@@ -386,53 +386,43 @@ fn assert_jpeg(path: &std::path::Path, size: (u32, u32)) {
     assert_eq!((img.width(), img.height()), size);
 }
 
+/// Runs a daemon against `server` until 3 stills came on one connection
+/// (the last matching a fixture reference), then `rtsnap snap` against it.
+async fn three_stills_one_session_then_snap(server: &Hostile, what: &str) {
+    let d = rtsnap::Daemon::start(rtsnap::Config::with_cameras(vec![camera(
+        "cam",
+        &server.url(),
+    )]));
+    let s = wait_for(Duration::from_secs(20), "3 stills", || {
+        let s = status(&d, "cam");
+        (s.stills >= 3).then_some(s)
+    })
+    .await;
+    assert_eq!((s.reconnects, server.plays()), (0, 1), "{what}: {s:?}");
+    assert_matches_reference(&d.store().latest("cam").unwrap().jpeg, what);
+    d.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap.jpg");
+    let (ok, log) = snap(&server.url(), &out);
+    assert!(ok, "{what}: {log}");
+    assert_jpeg(&out, (640, 360));
+}
+
 /// Joined in the middle of a fragmented IDR (as with live555's shared
 /// sources): the broken first unit is dropped, the session stays up, and
 /// the next IDR makes a still. `rtsnap snap` joins the same way and works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_mid_fragment_the_session_stays_and_stills_come() {
     let server = hostile(Script::Play(Play::Join { skip: 5 }), load(SUB)).await;
-    let d = rtsnap::Daemon::start(rtsnap::Config::with_cameras(vec![camera(
-        "join",
-        &server.url(),
-    )]));
-    let s = wait_for(Duration::from_secs(20), "3 stills", || {
-        let s = status(&d, "join");
-        (s.stills >= 3).then_some(s)
-    })
-    .await;
-    assert_eq!(s.reconnects, 0, "{s:?}");
-    assert_eq!(server.plays(), 1);
-    assert_matches_reference(&d.store().latest("join").unwrap().jpeg, "joined mid-FU-A");
-    d.shutdown().await;
-
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("snap.jpg");
-    let (ok, log) = snap(&server.url(), &out);
-    assert!(ok, "{log}");
-    assert_jpeg(&out, (640, 360));
+    three_stills_one_session_then_snap(&server, "joined mid-FU-A").await;
 }
 
 /// Parameter sets only in the SDP, with a trailing `;` after them: harmless.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trailing_semicolon_in_fmtp_with_sdp_only_parameter_sets() {
     let server = hostile(Script::Play(Play::SpropOnly), load(SUB)).await;
-    let d = rtsnap::Daemon::start(rtsnap::Config::with_cameras(vec![camera(
-        "sprop",
-        &server.url(),
-    )]));
-    wait_for(Duration::from_secs(20), "2 stills", || {
-        (status(&d, "sprop").stills >= 2).then_some(())
-    })
-    .await;
-    assert_matches_reference(&d.store().latest("sprop").unwrap().jpeg, "sprop-only");
-    d.shutdown().await;
-
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("snap.jpg");
-    let (ok, log) = snap(&server.url(), &out);
-    assert!(ok, "{log}");
-    assert_jpeg(&out, (640, 360));
+    three_stills_one_session_then_snap(&server, "sprop-only, fmtp ending in ';'").await;
 }
 
 /// The first keyframe cannot be decoded (no SPS/PPS anywhere yet): `snap`

@@ -250,7 +250,84 @@ pub fn render(state: &HttpState) -> String {
             );
         }
     }
+    http_server(&mut out, state);
     out
+}
+
+/// The HTTP server's own connections and logins.
+fn http_server(out: &mut String, state: &HttpState) {
+    let conns = &state.connections;
+    family(
+        out,
+        "rtsnap_http_connections",
+        "gauge",
+        "HTTP connections open now.",
+    );
+    let _ = writeln!(out, "rtsnap_http_connections {}", conns.open());
+    family(
+        out,
+        "rtsnap_http_max_connections",
+        "gauge",
+        "The configured connection limit ([http] max_connections).",
+    );
+    let _ = writeln!(
+        out,
+        "rtsnap_http_max_connections {}",
+        conns.limits().max_connections
+    );
+    let c = &conns.counters;
+    let a = &state.auth.counters;
+    let load = |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed);
+    for (name, help, value) in [
+        (
+            "rtsnap_http_connections_accepted_total",
+            "HTTP connections accepted.",
+            load(&c.accepted),
+        ),
+        (
+            "rtsnap_http_connections_evicted_total",
+            "Idle HTTP connections closed to make room for a new one.",
+            load(&c.evicted),
+        ),
+        (
+            "rtsnap_http_connections_refused_total",
+            "HTTP connections refused (503) because every open one was busy.",
+            load(&c.refused),
+        ),
+        (
+            "rtsnap_http_header_timeouts_total",
+            "HTTP connections closed because a request head took over header_timeout.",
+            load(&c.header_timeouts),
+        ),
+        (
+            "rtsnap_http_idle_timeouts_total",
+            "HTTP connections closed after idle_timeout.",
+            load(&c.idle_timeouts),
+        ),
+        (
+            "rtsnap_http_accept_errors_total",
+            "Errors accepting HTTP connections (e.g. out of file descriptors).",
+            load(&c.accept_errors),
+        ),
+        (
+            "rtsnap_http_login_failures_total",
+            "Basic-auth logins that failed verification.",
+            load(&a.failures),
+        ),
+        (
+            "rtsnap_http_login_throttled_total",
+            "Basic-auth logins answered 429 (client backoff).",
+            load(&a.throttled),
+        ),
+        (
+            "rtsnap_http_login_busy_total",
+            "Basic-auth logins answered 503 (too many waiting for verification).",
+            load(&a.busy),
+        ),
+    ] {
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 /// GET `/metrics`.

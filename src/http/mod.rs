@@ -8,13 +8,19 @@
 //! * [`snapshot`]: `/snapshot/<camera>.jpg`, with `ETag`, `Last-Modified` and `?max_age=`;
 //! * [`status`]: `/api/status` (JSON) and `/healthz`;
 //! * [`metrics`]: `/metrics`, Prometheus text format;
-//! * [`auth`]: bearer token and argon2id basic authentication.
+//! * [`auth`]: bearer token and argon2id basic authentication, with
+//!   bounded argon2 waiting and per-client backoff;
+//! * [`host`]: the `Host` check against DNS rebinding;
+//! * [`server`]: the accept loop and connections, with a connection cap,
+//!   header and idle timeouts.
 //!
 //! Nothing here reads a file or prints a secret: camera URLs carry no
 //! credentials (the configuration refuses them) and are not served anyway.
 
 pub mod auth;
+pub mod host;
 pub mod metrics;
+pub mod server;
 pub mod snapshot;
 pub mod status;
 pub mod viewer;
@@ -41,9 +47,30 @@ pub struct HttpState {
     pub sinks: Vec<watch::Receiver<SinkStatus>>,
     /// Authentication, if any.
     pub auth: auth::Auth,
+    /// Which `Host` names are served.
+    pub hosts: host::HostPolicy,
+    /// The open connections and their limits.
+    pub connections: Arc<server::Connections>,
 }
 
 impl HttpState {
+    /// The state for a server configured by `config`.
+    pub fn new(
+        store: Store,
+        cameras: Vec<(watch::Receiver<CameraStatus>, Duration)>,
+        sinks: Vec<watch::Receiver<SinkStatus>>,
+        config: &crate::config::HttpConfig,
+    ) -> Self {
+        HttpState {
+            store,
+            cameras,
+            sinks,
+            auth: auth::Auth::new(config),
+            hosts: host::HostPolicy::new(config),
+            connections: Arc::new(server::Connections::new(server::Limits::new(config))),
+        }
+    }
+
     /// A consistent copy of every camera's status, with its interval.
     pub fn camera_status(&self) -> Vec<(CameraStatus, Duration)> {
         self.cameras
@@ -71,6 +98,12 @@ pub fn router(state: Arc<HttpState>) -> Router {
             state.clone(),
             auth::require,
         ))
+        // Outside authentication: a misdirected request learns nothing,
+        // not even whether credentials are needed.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            host::check,
+        ))
         .layer(axum::middleware::map_response(common_headers))
         .with_state(state)
 }
@@ -90,7 +123,8 @@ async fn common_headers(mut r: axum::response::Response) -> axum::response::Resp
 }
 
 /// Serves on `listener` (already bound, so a taken port was reported at
-/// start) until `shutdown` becomes true.
+/// start) until `shutdown` becomes true, within the configured connection
+/// limits (see [`server`]).
 pub async fn serve(
     listener: std::net::TcpListener,
     state: HttpState,
@@ -109,14 +143,9 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("HTTP server listening on http://{addr}/");
     }
+    let connections = state.connections.clone();
     let app = router(Arc::new(state));
-    let mut shutdown = shutdown;
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { crate::stopping(&mut shutdown).await })
-        .await;
-    if let Err(e) = served {
-        tracing::warn!("the HTTP server stopped: {e}");
-    }
+    server::run(listener, app, connections, shutdown).await;
 }
 
 /// Milliseconds since the Unix epoch, for JSON.

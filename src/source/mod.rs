@@ -11,6 +11,7 @@
 //! consistent without locks.
 
 pub mod auth_probe;
+mod bits;
 pub mod open_gop;
 pub mod rtp_h264;
 pub mod session;

@@ -465,46 +465,11 @@ pub fn sprop_parameter_sets(fmtp: &str) -> Vec<Vec<u8>> {
 /// prevention bytes cannot occur in the first few bytes that matter here
 /// unless they hold long runs of zeros, which these two fields do not.
 pub fn slice_is_intra(nal: &[u8]) -> bool {
-    let mut bits = Bits::new(nal.get(1..).unwrap_or_default());
+    let mut bits = super::bits::Reader::new(nal.get(1..).unwrap_or_default());
     let Some(_first_mb) = bits.ue() else {
         return false;
     };
     matches!(bits.ue(), Some(2 | 4 | 7 | 9))
-}
-
-/// A tiny MSB-first bit reader for Exp-Golomb fields.
-struct Bits<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Bits<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Bits { data, pos: 0 }
-    }
-
-    fn bit(&mut self) -> Option<u32> {
-        let byte = *self.data.get(self.pos / 8)?;
-        let b = (byte >> (7 - self.pos % 8)) & 1;
-        self.pos += 1;
-        Some(b as u32)
-    }
-
-    /// Unsigned Exp-Golomb; `None` past the end or beyond 31 leading zeros.
-    fn ue(&mut self) -> Option<u32> {
-        let mut zeros = 0;
-        while self.bit()? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return None;
-            }
-        }
-        let mut v: u64 = 1;
-        for _ in 0..zeros {
-            v = (v << 1) | self.bit()? as u64;
-        }
-        u32::try_from(v - 1).ok()
-    }
 }
 
 /// The current unit crossed `max_access_unit`: everything kept is freed and
