@@ -20,6 +20,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
+use crate::redact::{RedactedUrl, UrlSecret};
+
 /// Default interval between stills of one camera.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 /// Default JPEG quality (1-100).
@@ -68,14 +70,37 @@ pub struct Credentials {
     /// Where the password came from (`env NVR_PASSWORD`, `file /etc/...`), for
     /// error messages that tell the user what to check without showing it.
     pub source: String,
+    /// Whether the password may be sent to a camera that only offers HTTP
+    /// Basic authentication, i.e. in clear text (`allow_basic_auth`, default
+    /// true, with a warning). When false, such a camera is refused before
+    /// the password is handed to the RTSP client; see
+    /// [`crate::source::auth_probe`].
+    pub allow_basic_auth: bool,
+}
+
+impl Credentials {
+    /// Credentials that may be sent with Basic authentication too (with a
+    /// warning), as by default.
+    pub fn new(username: impl Into<String>, password: Secret, source: impl Into<String>) -> Self {
+        Credentials {
+            username: username.into(),
+            password,
+            source: source.into(),
+            allow_basic_auth: true,
+        }
+    }
 }
 
 /// One camera: one persistent RTSP session and one stream of stills.
-#[derive(Clone, Debug)]
+///
+/// `Debug` shows the URL through [`RedactedUrl`], so a camera whose URL
+/// carries credentials (`allow_url_credentials`) can be debug-printed.
+#[derive(Clone)]
 pub struct CameraConfig {
     /// Unique name; names files (`<name>.jpg`), keys and log lines.
     pub name: String,
-    /// The RTSP URL, without credentials.
+    /// The RTSP URL; without credentials unless the configuration opted in
+    /// with `allow_url_credentials`. Show it only through [`RedactedUrl`].
     pub url: Url,
     /// Credentials, if the camera needs them.
     pub credentials: Option<Credentials>,
@@ -83,6 +108,18 @@ pub struct CameraConfig {
     pub interval: Duration,
     /// How RTP travels: TCP interleaved (default), UDP, or TCP falling back to UDP.
     pub transport: RtspTransport,
+}
+
+impl fmt::Debug for CameraConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CameraConfig")
+            .field("name", &self.name)
+            .field("url", &RedactedUrl(&self.url))
+            .field("credentials", &self.credentials)
+            .field("interval", &self.interval)
+            .field("transport", &self.transport)
+            .finish()
+    }
 }
 
 /// `transport = "tcp" | "udp" | "auto"` of a camera or `[nvr]`.
@@ -333,6 +370,7 @@ impl Config {
             None => default_decoders(),
         };
 
+        let allow_basic_auth = raw.allow_basic_auth.unwrap_or(true);
         let max_access_unit = match &raw.max_access_unit {
             Some(v) => ctx.size(v, "max_access_unit", 64 * 1024..=256 * 1024 * 1024)?,
             None => DEFAULT_MAX_ACCESS_UNIT,
@@ -342,13 +380,14 @@ impl Config {
         let mut names: Vec<(String, Range<usize>)> = Vec::new();
         for cam in &raw.camera {
             let name = ctx.name(&cam.name)?;
-            let url = ctx.url(&cam.url)?;
+            let url = ctx.url(&cam.url, cam.allow_url_credentials.unwrap_or(false))?;
             let credentials = ctx.credentials(
                 cam.username.as_ref(),
                 cam.password_env.as_ref(),
                 cam.password_file.as_ref(),
                 base,
                 cam.name.span(),
+                cam.allow_basic_auth.unwrap_or(allow_basic_auth),
             )?;
             let interval = match &cam.interval {
                 Some(s) => ctx.duration(s, "interval")?,
@@ -399,6 +438,7 @@ impl Config {
                 nvr.password_file.as_ref(),
                 base,
                 nvr.url.span(),
+                nvr.allow_basic_auth.unwrap_or(allow_basic_auth),
             )?;
             let nvr_interval = match &nvr.interval {
                 Some(s) => ctx.duration(s, "interval")?,
@@ -416,7 +456,10 @@ impl Config {
             for ch in first..end {
                 let n = ch.to_string();
                 let url_text = nvr.url.get_ref().replace("{channel}", &n);
-                let url = ctx.url(&Spanned::new(nvr.url.span(), url_text))?;
+                let url = ctx.url(
+                    &Spanned::new(nvr.url.span(), url_text),
+                    nvr.allow_url_credentials.unwrap_or(false),
+                )?;
                 let name = ctx.name(&Spanned::new(
                     name_template.1.clone(),
                     name_template.0.replace("{channel}", &n),
@@ -565,6 +608,7 @@ struct RawConfig {
     timeout: Option<Spanned<String>>,
     decoders: Option<Spanned<i64>>,
     max_access_unit: Option<Spanned<String>>,
+    allow_basic_auth: Option<bool>,
     #[serde(default)]
     camera: Vec<RawCamera>,
     nvr: Option<RawNvr>,
@@ -596,6 +640,8 @@ struct RawCamera {
     password_file: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     transport: Option<Spanned<String>>,
+    allow_basic_auth: Option<bool>,
+    allow_url_credentials: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -610,6 +656,8 @@ struct RawNvr {
     password_file: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     transport: Option<Spanned<String>>,
+    allow_basic_auth: Option<bool>,
+    allow_url_credentials: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -1013,7 +1061,10 @@ impl Ctx<'_> {
         Ok(name.clone())
     }
 
-    fn url(&self, s: &Spanned<String>) -> Result<Url, ConfigError> {
+    /// A camera URL. Credentials in it are refused: `user:password@` always
+    /// (username and password_file do the same, without the leak), a
+    /// password in the query or a path segment unless `allow_url_credentials`.
+    fn url(&self, s: &Spanned<String>, allow_url_credentials: bool) -> Result<Url, ConfigError> {
         let url = Url::parse(s.get_ref()).map_err(|e| {
             self.err(
                 s.span(),
@@ -1028,13 +1079,25 @@ impl Ctx<'_> {
                 "rtsnap speaks plain RTSP over TCP: use an rtsp:// URL",
             ));
         }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(self.err(
-                s.span(),
-                "url contains credentials (user:password@)",
-                "remove them from the URL and set username plus password_env or password_file, \
-                 so the password never lands in logs",
-            ));
+        const USERINFO_HELP: &str = "remove them from the URL and set username plus \
+            password_env or password_file, so the password never lands in logs";
+        const URL_SECRET_HELP: &str = "remove it from the URL and set username plus \
+            password_file (or password_env): rtsnap sends the password with digest \
+            authentication when the camera offers it, and never shows it. If this camera accepts \
+            credentials only in the URL, set allow_url_credentials = true for it: rtsnap then \
+            masks them in every log, error and status line, but they still cross the network in \
+            clear text";
+        match crate::redact::url_secret(&url) {
+            None => {}
+            Some(UrlSecret::UserInfo) => {
+                let message = "url contains credentials (user:password@)";
+                return Err(self.err(s.span(), message, USERINFO_HELP));
+            }
+            Some(_) if allow_url_credentials => {}
+            Some(found) => {
+                let message = format!("url contains {found}");
+                return Err(self.err(s.span(), message, URL_SECRET_HELP));
+            }
         }
         if url.host_str().is_none() {
             return Err(self.err(
@@ -1101,6 +1164,7 @@ impl Ctx<'_> {
         password_file: Option<&Spanned<String>>,
         base: &Path,
         at: Range<usize>,
+        allow_basic_auth: bool,
     ) -> Result<Option<Credentials>, ConfigError> {
         let (password, source) = self
             .secret(password_env, password_file, base, "password")?
@@ -1110,11 +1174,13 @@ impl Ctx<'_> {
                 username: u.get_ref().clone(),
                 password,
                 source,
+                allow_basic_auth,
             })),
             (Some(u), None) => Ok(Some(Credentials {
                 username: u.get_ref().clone(),
                 password: Secret::new(""),
                 source: "no password configured".into(),
+                allow_basic_auth,
             })),
             (None, Some(_)) => Err(self.err(
                 at,
@@ -1139,11 +1205,7 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s}"), "***");
         assert!(!format!("{s:?}").contains("hunter2"));
-        let c = Credentials {
-            username: "admin".into(),
-            password: s,
-            source: "env X".into(),
-        };
+        let c = Credentials::new("admin", s, "env X");
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 

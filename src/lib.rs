@@ -49,6 +49,7 @@ pub mod http;
 pub mod keyframe;
 pub mod pipeline;
 pub mod probe;
+pub mod redact;
 pub mod sink;
 pub mod snap;
 mod snapshot;

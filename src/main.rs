@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use rtsnap::config::parse_duration;
+use rtsnap::redact::{LogScrubber, RedactedUrl, UrlSecret};
 use rtsnap::{Config, Credentials, Daemon, Secret};
 use tracing_subscriber::EnvFilter;
 use url::Url;
@@ -120,42 +121,84 @@ struct CameraArgs {
     /// How RTP travels: tcp (interleaved), udp, or auto (UDP when the camera refuses TCP).
     #[arg(long, default_value = "tcp", value_name = "tcp|udp|auto")]
     transport: rtsnap::config::RtspTransport,
+    /// Send the password to a camera that offers only Basic authentication
+    /// (clear text; a warning is printed). `false` refuses such a camera.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    allow_basic_auth: bool,
+    /// Accept a password inside the URL (query or XMEye-style path), for
+    /// cameras that take it nowhere else. It is masked in all output but
+    /// crosses the network in clear text, and stays in your shell history.
+    #[arg(long)]
+    allow_url_credentials: bool,
 }
 
 impl CameraArgs {
     fn resolve(&self) -> Result<(Url, Option<Credentials>), String> {
-        let url = Url::parse(&self.url).map_err(|e| format!("{:?} is not a URL: {e}", self.url))?;
+        let url = Url::parse(&self.url).map_err(|e| {
+            format!(
+                "\"{}\" is not a URL: {e}",
+                rtsnap::redact::redact_text(&self.url)
+            )
+        })?;
         if url.scheme() != "rtsp" {
             return Err(format!(
                 "only rtsp:// URLs are supported, not {}://",
                 url.scheme()
             ));
         }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(
-                "the URL contains credentials; pass --username and --password-env \
-                        instead, so the password stays out of shell history and logs"
-                    .into(),
-            );
+        match rtsnap::redact::url_secret(&url) {
+            None => {}
+            Some(UrlSecret::UserInfo) => {
+                return Err(
+                    "the URL contains credentials; pass --username and --password-env \
+                     instead, so the password stays out of shell history and logs"
+                        .into(),
+                )
+            }
+            Some(_) if self.allow_url_credentials => {}
+            Some(found) => {
+                return Err(format!(
+                    "the URL contains {found}; remove it and pass --username and --password-env \
+                     instead (rtsnap sends the password with digest authentication when the \
+                     camera offers it, and it stays out of shell history and logs). If the camera \
+                     accepts credentials only in the URL, add --allow-url-credentials: rtsnap \
+                     then masks them in its output, but they cross the network in clear text"
+                ))
+            }
         }
         let creds = match (&self.username, &self.password_env) {
             (Some(u), Some(var)) => {
                 let p = std::env::var(var)
                     .map_err(|_| format!("environment variable {var} is not set"))?;
-                Some(Credentials {
-                    username: u.clone(),
-                    password: Secret::new(p),
-                    source: format!("the password in ${var}"),
-                })
+                Some(Credentials::new(
+                    u.clone(),
+                    Secret::new(p),
+                    format!("the password in ${var}"),
+                ))
             }
-            (Some(u), None) => Some(Credentials {
-                username: u.clone(),
-                password: Secret::new(""),
-                source: "--password-env (none was given)".into(),
-            }),
+            (Some(u), None) => Some(Credentials::new(
+                u.clone(),
+                Secret::new(""),
+                "--password-env (none was given)",
+            )),
             _ => None,
         };
+        let creds = creds.map(|c| Credentials {
+            allow_basic_auth: self.allow_basic_auth,
+            ..c
+        });
         Ok((url, creds))
+    }
+}
+
+/// Masks secrets in every log line (see [`LogScrubber`]); the commands
+/// register the passwords and tokens they load.
+static SCRUBBER: std::sync::LazyLock<LogScrubber> = std::sync::LazyLock::new(LogScrubber::new);
+
+/// Registers a camera's password (and its Basic form) with [`SCRUBBER`].
+fn scrub_credentials(creds: Option<&Credentials>) {
+    if let Some(c) = creds {
+        SCRUBBER.add_credentials(&c.username, c.password.expose());
     }
 }
 
@@ -167,7 +210,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new(if quiet { "warn" } else { "info" })),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(SCRUBBER.clone())
         // Colour only on a terminal; journald and log files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -183,7 +226,7 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", SCRUBBER.scrub(&message));
             ExitCode::FAILURE
         }
     }
@@ -218,6 +261,15 @@ async fn dispatch(command: Command) -> Result<(), String> {
 
 async fn run(path: &Path, check: bool) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
+    for cam in &config.cameras {
+        scrub_credentials(cam.credentials.as_ref());
+    }
+    if let Some(kv) = &config.sinks.cloudflare_kv {
+        SCRUBBER.add(kv.api_token.expose());
+    }
+    if let Some(token) = config.http.as_ref().and_then(|h| h.bearer_token.as_ref()) {
+        SCRUBBER.add(token.expose());
+    }
     if check {
         println!("{}: OK, {} camera(s)", path.display(), config.cameras.len());
         return Ok(());
@@ -283,6 +335,7 @@ fn hash_password() -> Result<(), String> {
 
 async fn snap(camera: &CameraArgs, output: &Path, quality: u8) -> Result<(), String> {
     let (url, creds) = camera.resolve()?;
+    scrub_credentials(creds.as_ref());
     let still = rtsnap::snap::snap(
         &url,
         creds.as_ref(),
@@ -291,7 +344,7 @@ async fn snap(camera: &CameraArgs, output: &Path, quality: u8) -> Result<(), Str
         quality,
     )
     .await
-    .map_err(|e| format!("{url}: {e}"))?;
+    .map_err(|e| format!("{}: {e}", RedactedUrl(&url)))?;
     write_atomically(output, &still.jpeg)
         .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
     println!(
@@ -317,6 +370,7 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 async fn probe(camera: &CameraArgs, duration: Duration) -> Result<(), String> {
     let (url, creds) = camera.resolve()?;
+    scrub_credentials(creds.as_ref());
     let r = rtsnap::probe::probe(
         &url,
         creds.as_ref(),
@@ -325,9 +379,9 @@ async fn probe(camera: &CameraArgs, duration: Duration) -> Result<(), String> {
         duration,
     )
     .await
-    .map_err(|e| format!("{url}: {e}"))?;
+    .map_err(|e| format!("{}: {e}", RedactedUrl(&url)))?;
     let opt = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
-    println!("url:                {url}");
+    println!("url:                {}", RedactedUrl(&url));
     match r.video_codec {
         rtsnap::pipeline::VideoCodec::H264 => println!(
             "codec:              H.264 {}",

@@ -58,6 +58,7 @@ pub async fn probe(
     duration: Duration,
 ) -> Result<ProbeReport, SourceError> {
     let group = Arc::new(SessionGroup::default());
+    let basic_auth = std::sync::atomic::AtomicBool::new(false);
     let dial = Dial {
         url,
         creds,
@@ -65,8 +66,13 @@ pub async fn probe(
         timeout,
         transport,
         max_access_unit: DEFAULT_MAX_ACCESS_UNIT,
+        basic_auth: &basic_auth,
     };
-    let mut opened = open(&dial).await?;
+    let opened = open(&dial).await;
+    if basic_auth.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!("{}", crate::source::CredentialWarning::BasicAuth);
+    }
+    let mut opened = opened?;
     let start = tokio::time::Instant::now();
     let (mut frames, mut keyframes, mut bytes, mut intra_non_idr) = (0u64, 0u64, 0u64, 0u64);
     let (mut first_frame, mut last_frame) = (None::<tokio::time::Instant>, start);

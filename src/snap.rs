@@ -49,6 +49,7 @@ pub async fn snap(
     quality: u8,
 ) -> Result<Snapshot, SnapError> {
     let group = Arc::new(SessionGroup::default());
+    let basic_auth = std::sync::atomic::AtomicBool::new(false);
     let dial = Dial {
         url,
         creds,
@@ -56,8 +57,13 @@ pub async fn snap(
         timeout,
         transport,
         max_access_unit: DEFAULT_MAX_ACCESS_UNIT,
+        basic_auth: &basic_auth,
     };
-    let mut opened = open(&dial).await?;
+    let opened = open(&dial).await;
+    if basic_auth.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!("{}", crate::source::CredentialWarning::BasicAuth);
+    }
+    let mut opened = opened?;
     let deadline = tokio::time::Instant::now() + timeout;
     let codec = opened.video_codec;
     let pool = Arc::new(DecoderPool::new(1));

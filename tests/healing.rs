@@ -236,11 +236,11 @@ async fn a_refused_login_is_tried_about_once_a_minute_and_says_what_to_check() {
     let password = "wr0ng-Pa55word-7730";
     let (addr, log, wall) = auth_wall().await;
     let mut locked = camera(format!("rtsp://{addr}/a"), "locked", 1000);
-    locked.credentials = Some(Credentials {
-        username: "admin".into(),
-        password: Secret::new(password),
-        source: "password_env CAM_PASSWORD".into(),
-    });
+    locked.credentials = Some(Credentials::new(
+        "admin",
+        Secret::new(password),
+        "password_env CAM_PASSWORD",
+    ));
     let anonymous = camera(format!("rtsp://{addr}/b"), "anonymous", 1000);
     let started = Instant::now();
     let d = Daemon::start(Config::with_cameras(vec![locked, anonymous]));

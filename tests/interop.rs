@@ -251,7 +251,29 @@ fn gstreamer_basic_auth_right_and_wrong_password() {
     let o = run_bin(&args, &[("CAM_PW", password)]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(!text(&o).contains(password));
+    // GStreamer offers Basic only: said once, and refused on request.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err.matches("asks for Basic authentication only").count(),
+        1,
+        "{}",
+        text(&o)
+    );
     assert_matches_reference(&std::fs::read(&out).unwrap(), "authenticated snap");
+
+    let refuse: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--allow-basic-auth=false"])
+        .collect();
+    let o = run_bin(&refuse, &[("CAM_PW", password)]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("allow_basic_auth = false"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains(password));
 }
 
 /// A server that offers only UDP (GStreamer with `--protocols udp`, like

@@ -145,6 +145,7 @@ async fn wrong_password_is_a_clear_state_and_never_leaks() {
         username: "admin".into(),
         password: Secret::new(password),
         source: "password_env NVR_PASSWORD".into(),
+        allow_basic_auth: true,
     });
     let config = Config::with_cameras(vec![cam]);
     assert!(!format!("{config:?}").contains(password));
@@ -179,6 +180,7 @@ async fn right_password_works_with_basic_and_digest() {
             username: "admin".into(),
             password: Secret::new("pw-ok"),
             source: "test".into(),
+            allow_basic_auth: true,
         });
         let d = Daemon::start(Config::with_cameras(vec![cam]));
         more_stills(&d, "door", 1, Duration::from_secs(10)).await;

@@ -40,6 +40,7 @@ fn camera_json(state: &HttpState, s: &CameraStatus, interval: Duration, now: Sys
         "state_detail": detail,
         "retry_at_ms": retry_ms,
         "last_error": s.last_error,
+        "warnings": s.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "interval_ms": interval.as_millis() as u64,
         "seq": still.as_ref().map(|x| x.seq),
         "captured_ms": still.as_ref().map(|x| unix_ms(x.captured_at)),

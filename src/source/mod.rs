@@ -10,12 +10,14 @@
 //! The task alone writes its camera's [`CameraStatus`], so status is always
 //! consistent without locks.
 
+pub mod auth_probe;
 pub mod backoff;
 mod bits;
 pub mod open_gop;
 pub mod rtp_h264;
 pub mod session;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -32,7 +34,9 @@ use crate::decode::DecoderPool;
 use crate::http::metrics::DurationHistogram;
 use crate::keyframe::Keyframe;
 use crate::pipeline::{make_still, EncodedStill, StillError, VideoCodec};
+use crate::redact::RedactedUrl;
 use crate::{Snapshot, Store};
+pub use auth_probe::CredentialWarning;
 pub use backoff::RetryClass;
 use backoff::{LogGate, Phase, RetryPolicy, Say};
 use rtp_h264::{KeyKind, Unit};
@@ -100,6 +104,9 @@ pub struct CameraStatus {
     pub decode_seconds: DurationHistogram,
     /// Time spent encoding stills to JPEG.
     pub encode_seconds: DurationHistogram,
+    /// How this camera's credentials travel, when that is a risk (Basic
+    /// authentication, credentials in the URL).
+    pub warnings: Vec<CredentialWarning>,
 }
 
 impl CameraStatus {
@@ -122,6 +129,7 @@ impl CameraStatus {
             last_still_at: None,
             decode_seconds: DurationHistogram::default(),
             encode_seconds: DurationHistogram::default(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -174,6 +182,13 @@ async fn run_camera(mut task: CameraTask, status: watch::Sender<CameraStatus>) {
     let mut stills: u64 = 0;
     let mut sessions: u64 = 0;
     let mut shutdown = task.shutdown.clone();
+    let mut told_basic = false;
+    let basic_auth = AtomicBool::new(false);
+    if crate::redact::url_secret(&task.config.url).is_some() {
+        let w = CredentialWarning::UrlCredentials;
+        warn!("{w}");
+        status.send_modify(|s| s.warnings.push(w));
+    }
     'outer: loop {
         // Never hold two sessions to one channel: wait (bounded) until the
         // previous one is known torn down or expired.
@@ -182,7 +197,7 @@ async fn run_camera(mut task: CameraTask, status: watch::Sender<CameraStatus>) {
             let _ = tokio::time::timeout(task.timeout, group.await_stale_sessions(&stale)).await;
         }
         status.send_modify(|s| s.state = CameraState::Connecting);
-        debug!(url = %task.config.url, "connecting");
+        debug!(url = %RedactedUrl(&task.config.url), "connecting");
         let dial = session::Dial {
             url: &task.config.url,
             creds: task.config.credentials.as_ref(),
@@ -190,11 +205,26 @@ async fn run_camera(mut task: CameraTask, status: watch::Sender<CameraStatus>) {
             timeout: task.timeout,
             transport: task.config.transport,
             max_access_unit: task.max_access_unit,
+            basic_auth: &basic_auth,
         };
         let opened = tokio::select! {
             r = session::open(&dial) => r,
             _ = crate::stopping(&mut shutdown) => break 'outer,
         };
+        // Said once per camera; the status shows it while it holds.
+        let basic = basic_auth.swap(false, Ordering::Relaxed);
+        if basic && !told_basic {
+            told_basic = true;
+            warn!("{}", CredentialWarning::BasicAuth);
+        }
+        if basic || opened.is_ok() {
+            status.send_modify(|s| {
+                s.warnings.retain(|w| *w != CredentialWarning::BasicAuth);
+                if basic {
+                    s.warnings.push(CredentialWarning::BasicAuth);
+                }
+            });
+        }
         let result = match opened {
             Ok(opened) => {
                 if sessions > 0 {
@@ -214,7 +244,7 @@ async fn run_camera(mut task: CameraTask, status: watch::Sender<CameraStatus>) {
                     transport = opened.transport.as_str(),
                     failed_attempts = failed.unwrap_or(0),
                     "streaming from {}",
-                    task.config.url
+                    RedactedUrl(&task.config.url)
                 );
                 stream(&mut task, &name, opened, &status, &mut stills).await
             }

@@ -9,6 +9,7 @@
 //! that tolerates joining mid-stream and bounds memory; MJPEG goes through
 //! retina's demuxer (each frame is a JPEG already).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use url::Url;
 
+use super::auth_probe::{self, Challenge, ProbeError};
 use super::backoff::RetryClass;
 use super::rtp_h264::{self, KeyAccessUnit, KeyKind, Unit};
 use crate::config::{Credentials, RtspTransport};
@@ -61,6 +63,14 @@ pub enum SourceError {
         /// The status it answered.
         status: u16,
     },
+    /// The camera offers only Basic authentication and the camera's
+    /// `allow_basic_auth = false`: the password was not sent.
+    #[error(
+        "the camera asks for Basic authentication only, which would send the password in clear \
+         text, and allow_basic_auth = false for it, so rtsnap did not send it: set the camera's \
+         RTSP authentication to digest (or set allow_basic_auth = true to accept the risk)"
+    )]
+    BasicAuthRefused,
     /// Any other RTSP, network or stream error.
     #[error("{0}")]
     Other(String),
@@ -87,7 +97,9 @@ impl SourceError {
                 _ => RetryClass::Away,
             },
             // Only a change of configuration helps; `auto` never gets here.
-            SourceError::Unsupported(_) | SourceError::TcpRefused { .. } => RetryClass::Unsupported,
+            SourceError::Unsupported(_)
+            | SourceError::TcpRefused { .. }
+            | SourceError::BasicAuthRefused => RetryClass::Unsupported,
             SourceError::Other(message) if says_busy(message) => RetryClass::Busy,
             // Refused, reset, unreachable, the stream ended.
             SourceError::Other(_) => RetryClass::Away,
@@ -98,7 +110,9 @@ impl SourceError {
     /// multi-line (connection and message context); we keep its first line
     /// and add advice for the statuses cameras and NVRs commonly send.
     pub(crate) fn from_retina(e: &retina::Error, creds: Option<&Credentials>) -> SourceError {
-        let text = e.to_string();
+        // retina's text may quote a URL or a Content-Base that carries
+        // credentials (allow_url_credentials): mask them.
+        let text = crate::redact::redact_text(&e.to_string());
         let first = text.lines().next().unwrap_or_default().to_owned();
         match e.status_code() {
             Some(s) => status_error(s, &first, creds),
@@ -277,6 +291,11 @@ pub struct Dial<'a> {
     pub transport: RtspTransport,
     /// Largest access unit kept, in bytes.
     pub max_access_unit: usize,
+    /// Set to true when the camera asked for Basic authentication only and
+    /// the password was handed to retina anyway (`allow_basic_auth`), so
+    /// the caller can warn, whether or not the session then opened. Never
+    /// reset here.
+    pub basic_auth: &'a AtomicBool,
 }
 
 fn host_of(url: &Url) -> String {
@@ -288,8 +307,28 @@ fn host_of(url: &Url) -> String {
 }
 
 /// DESCRIBE, pick the video stream, SETUP, PLAY. With `auto`, a camera
-/// that refuses TCP is asked again for UDP in the same session.
+/// that refuses TCP is asked again for UDP in the same session. With
+/// credentials, the camera's challenge is read first ([`auth_probe`]), so a
+/// Basic-only camera is refused or flagged before retina gets the password.
 pub async fn open(dial: &Dial<'_>) -> Result<Opened, SourceError> {
+    if let Some(creds) = dial.creds {
+        match auth_probe::challenge(dial.url, dial.timeout).await {
+            Ok(Challenge::Basic) if !creds.allow_basic_auth => {
+                return Err(SourceError::BasicAuthRefused)
+            }
+            Ok(Challenge::Basic) => dial.basic_auth.store(true, Ordering::Relaxed),
+            Ok(_) => {}
+            Err(ProbeError::Timeout) => {
+                return Err(SourceError::Timeout {
+                    step: "connect and DESCRIBE",
+                    host: host_of(dial.url),
+                    after: dial.timeout,
+                })
+            }
+            // retina dials next and reports the failure in its own words.
+            Err(ProbeError::Io(_)) => {}
+        }
+    }
     let (url, creds, timeout) = (dial.url, dial.creds, dial.timeout);
     let host = host_of(url);
     let to = |step| SourceError::Timeout {
@@ -535,6 +574,10 @@ m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1
         for e in away {
             assert_eq!(e.retry_class(), RetryClass::Away, "{e}");
         }
+        assert_eq!(
+            SourceError::BasicAuthRefused.retry_class(),
+            RetryClass::Unsupported
+        );
         assert_eq!(
             SourceError::Unsupported("H.265".into()).retry_class(),
             RetryClass::Unsupported
