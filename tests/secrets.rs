@@ -361,9 +361,10 @@ async fn allow_basic_auth_false_never_sends_the_password() {
         &forms("admin", PASSWORD),
     );
     let d = Daemon::start(config);
-    // Two attempts (1 s backoff apart), so a retry does not send it either.
+    // The refusal is a configuration matter, re-checked only every 5
+    // minutes: one unauthenticated DESCRIBE, then nothing.
     let ok = wait_until(Duration::from_secs(15), || {
-        hostile.describes() >= 2 && status(&d, "cam").last_error.is_some()
+        hostile.describes() >= 1 && status(&d, "cam").last_error.is_some()
     })
     .await;
     let s = status(&d, "cam");
