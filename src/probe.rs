@@ -5,16 +5,14 @@
 //! keyframe: it bounds how fresh a still can be and how soon the first one
 //! arrives. Cameras often send a different GOP than their web UI claims.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use retina::client::SessionGroup;
 use url::Url;
 
-use crate::config::{Credentials, RtspTransport, DEFAULT_MAX_ACCESS_UNIT};
+use crate::config::{Credentials, RtspTransport};
 use crate::keyframe::KeyframeInfo;
 use crate::source::rtp_h264::{KeyKind, Unit};
-use crate::source::session::{h264_profile, open, Dial, SourceError};
+use crate::source::session::{h264_profile, open_once, SourceError};
 
 /// What was observed.
 #[derive(Clone, Debug)]
@@ -57,21 +55,7 @@ pub async fn probe(
     timeout: Duration,
     duration: Duration,
 ) -> Result<ProbeReport, SourceError> {
-    let group = Arc::new(SessionGroup::default());
-    let basic_auth = std::sync::atomic::AtomicBool::new(false);
-    let dial = Dial {
-        url,
-        creds,
-        group: group.clone(),
-        timeout,
-        transport,
-        max_access_unit: DEFAULT_MAX_ACCESS_UNIT,
-        basic_auth: &basic_auth,
-    };
-    let opened = open(&dial).await;
-    if basic_auth.load(std::sync::atomic::Ordering::Relaxed) {
-        tracing::warn!("{}", crate::source::CredentialWarning::BasicAuth);
-    }
+    let (opened, group) = open_once(url, creds, transport, timeout).await;
     let mut opened = opened?;
     let start = tokio::time::Instant::now();
     let (mut frames, mut keyframes, mut bytes, mut intra_non_idr) = (0u64, 0u64, 0u64, 0u64);

@@ -7,15 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use retina::client::SessionGroup;
 use url::Url;
 
-use crate::config::{Credentials, RtspTransport, DEFAULT_MAX_ACCESS_UNIT};
+use crate::config::{Credentials, RtspTransport};
 use crate::decode::DecoderPool;
 use crate::keyframe::KeyframeError;
 use crate::pipeline::{make_still, StillError};
 use crate::source::rtp_h264::Unit;
-use crate::source::session::{open, Dial, SourceError};
+use crate::source::session::{open_once, SourceError};
 use crate::Snapshot;
 
 /// Why no still was made.
@@ -48,21 +47,7 @@ pub async fn snap(
     timeout: Duration,
     quality: u8,
 ) -> Result<Snapshot, SnapError> {
-    let group = Arc::new(SessionGroup::default());
-    let basic_auth = std::sync::atomic::AtomicBool::new(false);
-    let dial = Dial {
-        url,
-        creds,
-        group: group.clone(),
-        timeout,
-        transport,
-        max_access_unit: DEFAULT_MAX_ACCESS_UNIT,
-        basic_auth: &basic_auth,
-    };
-    let opened = open(&dial).await;
-    if basic_auth.load(std::sync::atomic::Ordering::Relaxed) {
-        tracing::warn!("{}", crate::source::CredentialWarning::BasicAuth);
-    }
+    let (opened, group) = open_once(url, creds, transport, timeout).await;
     let mut opened = opened?;
     let deadline = tokio::time::Instant::now() + timeout;
     let codec = opened.video_codec;

@@ -298,6 +298,33 @@ pub struct Dial<'a> {
     pub basic_auth: &'a AtomicBool,
 }
 
+/// One session for a one-shot command (`snap`, `probe`): its own session
+/// group (returned, so the caller can wait for the TEARDOWN), the default
+/// access-unit cap, and the Basic-auth warning logged here.
+pub async fn open_once(
+    url: &Url,
+    creds: Option<&Credentials>,
+    transport: RtspTransport,
+    timeout: Duration,
+) -> (Result<Opened, SourceError>, Arc<SessionGroup>) {
+    let group = Arc::new(SessionGroup::default());
+    let basic_auth = AtomicBool::new(false);
+    let dial = Dial {
+        url,
+        creds,
+        group: group.clone(),
+        timeout,
+        transport,
+        max_access_unit: crate::config::DEFAULT_MAX_ACCESS_UNIT,
+        basic_auth: &basic_auth,
+    };
+    let opened = open(&dial).await;
+    if basic_auth.load(Ordering::Relaxed) {
+        tracing::warn!("{}", super::CredentialWarning::BasicAuth);
+    }
+    (opened, group)
+}
+
 fn host_of(url: &Url) -> String {
     format!(
         "{}:{}",
